@@ -1,0 +1,141 @@
+"""The legacy API (`/aurora/...`) over MySQL, compatible with the API it replaces."""
+
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chefs import selectors, services
+from chefs.api.fields import NameField
+from chefs.api.pagination import LinkHeaderPagination
+from chefs.models import Chef
+
+
+class LegacyChefOutput(serializers.ModelSerializer):
+    firstName = serializers.CharField(source="first_name", allow_null=True)  # noqa: N815
+    lastName = serializers.CharField(source="last_name", allow_null=True)  # noqa: N815
+    chefId = serializers.CharField(source="chef_id", allow_null=True)  # noqa: N815
+
+    class Meta:
+        model = Chef
+        fields = ["id", "firstName", "lastName", "chefId"]
+
+
+class LegacyChefCreateInput(serializers.Serializer):
+    # A missing field defaults as the legacy API did; a present one must be valid.
+    firstName = NameField(required=False, default=services.DEFAULT_FIRST_NAME)  # noqa: N815
+    lastName = NameField(required=False, default=services.DEFAULT_LAST_NAME)  # noqa: N815
+
+
+class LegacyChefUpdateInput(serializers.Serializer):
+    firstName = NameField()  # noqa: N815
+    lastName = NameField()  # noqa: N815
+
+
+def _get_or_404(chef_pk: int) -> Chef:
+    chef = selectors.chef_get(id=chef_pk)
+    if chef is None:
+        raise NotFound(f"No chef with id {chef_pk}.")
+    return chef
+
+
+class LegacyStatusView(APIView):
+    """Database status. The legacy endpoint created the schema; migrations do that now."""
+
+    @extend_schema(
+        operation_id="legacy_status",
+        responses=inline_serializer(
+            "LegacyStatus",
+            {
+                "database": serializers.CharField(),
+                "vendor": serializers.CharField(),
+                "migrationsApplied": serializers.BooleanField(),
+                "pendingMigrations": serializers.ListField(child=serializers.CharField()),
+                "chefCount": serializers.IntegerField(allow_null=True),
+            },
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        pending = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+        count = None if pending else selectors.chef_list().count()
+        return Response(
+            {
+                "database": connection.settings_dict["NAME"],
+                "vendor": connection.vendor,
+                "migrationsApplied": not pending,
+                "pendingMigrations": pending,
+                "chefCount": count,
+            }
+        )
+
+
+class LegacyChefListView(APIView):
+    pagination_class = LinkHeaderPagination
+
+    @extend_schema(
+        operation_id="legacy_chefs_list",
+        parameters=LinkHeaderPagination.schema_parameters(),
+        responses=LegacyChefOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.chef_list(), request, view=self)
+        return paginator.get_paginated_response(LegacyChefOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="legacy_chefs_create",
+        request=LegacyChefCreateInput,
+        responses={201: LegacyChefOutput},
+    )
+    def post(self, request: Request) -> Response:
+        data = LegacyChefCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        chef = services.chef_create(
+            first_name=data.validated_data["firstName"],
+            last_name=data.validated_data["lastName"],
+        )
+        return Response(LegacyChefOutput(chef).data, status=status.HTTP_201_CREATED)
+
+
+class LegacyChefDetailView(APIView):
+    @extend_schema(operation_id="legacy_chefs_retrieve", responses=LegacyChefOutput)
+    def get(self, request: Request, chef_pk: int) -> Response:
+        return Response(LegacyChefOutput(_get_or_404(chef_pk)).data)
+
+    def _update(self, request: Request, chef_pk: int, *, partial: bool) -> Response:
+        chef = _get_or_404(chef_pk)
+        data = LegacyChefUpdateInput(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        chef = services.chef_update(
+            chef=chef,
+            first_name=data.validated_data.get("firstName"),
+            last_name=data.validated_data.get("lastName"),
+        )
+        return Response(LegacyChefOutput(chef).data)
+
+    @extend_schema(
+        operation_id="legacy_chefs_update",
+        request=LegacyChefUpdateInput,
+        responses=LegacyChefOutput,
+    )
+    def put(self, request: Request, chef_pk: int) -> Response:
+        return self._update(request, chef_pk, partial=False)
+
+    @extend_schema(
+        operation_id="legacy_chefs_partial_update",
+        request=LegacyChefUpdateInput(partial=True),
+        responses=LegacyChefOutput,
+    )
+    def patch(self, request: Request, chef_pk: int) -> Response:
+        return self._update(request, chef_pk, partial=True)
+
+    @extend_schema(operation_id="legacy_chefs_destroy", responses={204: None})
+    def delete(self, request: Request, chef_pk: int) -> Response:
+        services.chef_delete(chef=_get_or_404(chef_pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ChefsConfig(AppConfig):
+    name = "chefs"
+    verbose_name = "Chefs"

@@ -1,0 +1,17 @@
+"""API-wide error handling: every client error is a 400-family JSON answer, never a 500."""
+
+from rest_framework import status
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc, context):
+    # The legacy API answered 400 to any unreadable body; keep that for a wrong media type.
+    if isinstance(exc, ParseError | UnsupportedMediaType):
+        message = str(exc.detail)
+        return Response(
+            {"detail": message, "errors": {"body": [message]}},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,11 @@
+"""Celery application: SQS broker (kombu's SQS transport), settings from Django."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("backsync")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

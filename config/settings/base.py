@@ -1,0 +1,206 @@
+"""Settings shared by every environment; values come from the environment (django-environ)."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for developers; production reads the real environment.
+if (BASE_DIR / ".env").is_file():
+    env.read_env(str(BASE_DIR / ".env"))
+
+DEBUG = env.bool("DEBUG", default=False)
+# SECRET_KEY: required in production (no default there); local and test settings give one.
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "syncer",
+    "chefs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default="mysql://root@127.0.0.1:3306/backsync")}
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].update(
+    {
+        "charset": "utf8mb4",
+        # Strict mode: an over-long value is an error, never a silent truncation.
+        "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+    }
+)
+DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- REST framework -------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "chefs.api.pagination.LinkHeaderPagination",
+    "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "backsync API",
+    "DESCRIPTION": "Legacy (MySQL) and new (DynamoDB) chef APIs, kept in sync.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Served from drf-spectacular-sidecar so the docs work with no network access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- AWS (DynamoDB, Streams, SQS, S3) ---------------------------------------------------
+AWS_REGION = env("AWS_REGION", default="us-east-1")
+# Set for a local endpoint (moto); empty means the real AWS endpoints.
+AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="") or None
+AWS_ACCOUNT_ID = env("AWS_ACCOUNT_ID", default="123456789012")
+DYNAMO_CHEF_TABLE = env("DYNAMO_CHEF_TABLE", default="chef")
+DYNAMO_CONNECT_TIMEOUT = env.float("DYNAMO_CONNECT_TIMEOUT", default=2.0)
+DYNAMO_READ_TIMEOUT = env.float("DYNAMO_READ_TIMEOUT", default=5.0)
+DYNAMO_MAX_RETRIES = env.int("DYNAMO_MAX_RETRIES", default=2)
+
+SYNC_QUEUE_NAME = env("SYNC_QUEUE_NAME", default="backsync-changes.fifo")
+SYNC_DLQ_NAME = env("SYNC_DLQ_NAME", default="backsync-changes-dlq.fifo")
+OUTBOX_QUEUE_NAME = env("OUTBOX_QUEUE_NAME", default="backsync-outbox")
+OUTBOX_DLQ_NAME = env("OUTBOX_DLQ_NAME", default="backsync-outbox-dlq")
+SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=10)
+
+
+def _queue_url(name: str) -> str:
+    # Locally the URL follows moto's shape; in AWS the URLs must be given explicitly.
+    base = AWS_ENDPOINT_URL or f"https://sqs.{AWS_REGION}.amazonaws.com"
+    return f"{base.rstrip('/')}/{AWS_ACCOUNT_ID}/{name}"
+
+
+SYNC_QUEUE_URL = env("SYNC_QUEUE_URL", default="") or _queue_url(SYNC_QUEUE_NAME)
+OUTBOX_QUEUE_URL = env("OUTBOX_QUEUE_URL", default="") or _queue_url(OUTBOX_QUEUE_NAME)
+
+# --- Celery (broker: SQS through kombu's SQS transport) ---------------------------------
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=240)
+CELERY_RETRY_BACKOFF_MAX = env.int("CELERY_RETRY_BACKOFF_MAX", default=300)
+# Longer than any task plus its longest retry delay, so SQS never redelivers a message
+# that a worker is still working on.
+SQS_VISIBILITY_TIMEOUT = env.int(
+    "SQS_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + CELERY_RETRY_BACKOFF_MAX + 60
+)
+
+
+def _broker_url() -> str:
+    if not AWS_ENDPOINT_URL:
+        return "sqs://"
+    # kombu only reaches a local endpoint when the host is in the broker URL.
+    hostport = AWS_ENDPOINT_URL.split("://", 1)[-1].rstrip("/")
+    key = env("AWS_ACCESS_KEY_ID", default="testing")
+    secret = env("AWS_SECRET_ACCESS_KEY", default="testing")
+    return f"sqs://{key}:{secret}@{hostport}"
+
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or _broker_url()
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "region": AWS_REGION,
+    "is_secure": not (AWS_ENDPOINT_URL or "").startswith("http://"),
+    "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
+    "wait_time_seconds": env.int("SQS_WAIT_TIME_SECONDS", default=1),
+    "polling_interval": env.float("SQS_POLLING_INTERVAL", default=0.2),
+    "predefined_queues": {
+        SYNC_QUEUE_NAME: {"url": SYNC_QUEUE_URL},
+        OUTBOX_QUEUE_NAME: {"url": OUTBOX_QUEUE_URL},
+    },
+}
+CELERY_TASK_DEFAULT_QUEUE = OUTBOX_QUEUE_NAME
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="") or None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Sync tuning ------------------------------------------------------------------------
+SYNC_APPLY_MAX_ATTEMPTS = env.int("SYNC_APPLY_MAX_ATTEMPTS", default=5)
+SYNC_MESSAGE_GROUPS = env.int("SYNC_MESSAGE_GROUPS", default=4)
+SYNC_CHANGELOG_RETENTION_HOURS = env.int("SYNC_CHANGELOG_RETENTION_HOURS", default=48)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=8)
+OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=30)
+
+# --- Logging --------------------------------------------------------------------------
+LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("LOG_JSON", default=False)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"botocore": {"level": "WARNING"}, "pynamodb": {"level": "WARNING"}},
+}

@@ -1,0 +1,7 @@
+"""Developer machine: debug on by default and a throwaway secret key."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("SECRET_KEY", default="local-insecure-secret-key-change-me")

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from chefs.api import legacy
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("aurora/", legacy.LegacyStatusView.as_view(), name="legacy-status"),
+    path("aurora/chefs", legacy.LegacyChefListView.as_view(), name="legacy-chefs"),
+    path(
+        "aurora/chefs/<int:chef_pk>",
+        legacy.LegacyChefDetailView.as_view(),
+        name="legacy-chef-detail",
+    ),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]

@@ -1,0 +1,23 @@
+import factory
+from django.contrib.auth import get_user_model
+
+from chefs.models import Chef
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("pw-for-tests-1")
+
+
+class ChefFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Chef
+
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    chef_id = None
