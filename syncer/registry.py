@@ -1,0 +1,165 @@
+"""Mapping registry: which DynamoDB table mirrors into which Django model, and how.
+
+`syncer` is generic: it never names a domain field. An app registers a `Mapping` (usually in
+its AppConfig.ready) and the stream pipeline, the outbox and reconcile work from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.module_loading import import_string
+
+
+class MappingError(ValueError):
+    """A change that cannot be applied through its mapping (wrong type, too long, missing)."""
+
+
+# The DynamoDB type a model field's value must arrive as.
+_NUMBER_FIELDS = (models.IntegerField, models.DecimalField, models.FloatField)
+
+
+def _dynamo_type(model_field: models.Field) -> str:
+    if isinstance(model_field, models.BooleanField):
+        return "BOOL"
+    if isinstance(model_field, _NUMBER_FIELDS):
+        return "N"
+    return "S"
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    attribute: str  # DynamoDB attribute name
+    field: str  # Django model field name
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Mapping:
+    name: str
+    table: str | Callable[[], str]  # table name, or a callable reading it from settings
+    key_attribute: str
+    model: str  # "app_label.ModelName"
+    key_field: str
+    fields: tuple[FieldMap, ...]
+    version_attribute: str | None = None
+    dynamo_model: str | None = None  # dotted path of the pynamodb model, for writes and scans
+    # Builds the key for a row that has none yet (legacy rows), from its field values.
+    key_rule: Callable[[dict[str, Any]], str] | None = None
+
+    # --- resolution -----------------------------------------------------------------
+    @property
+    def table_name(self) -> str:
+        return self.table() if callable(self.table) else self.table
+
+    def get_model(self) -> type[models.Model]:
+        return apps.get_model(self.model)
+
+    def get_dynamo_model(self):
+        if not self.dynamo_model:
+            raise LookupError(f"mapping {self.name!r} declares no pynamodb model")
+        return import_string(self.dynamo_model)
+
+    def model_field(self, name: str) -> models.Field:
+        return self.get_model()._meta.get_field(name)
+
+    # --- conversion -----------------------------------------------------------------
+    def key_from_keys(self, keys: dict[str, dict[str, Any]]) -> str:
+        """The key value from a stream record's `Keys` (DynamoDB JSON)."""
+        typed = keys.get(self.key_attribute) if isinstance(keys, dict) else None
+        if not isinstance(typed, dict) or set(typed) != {"S"} or not isinstance(typed["S"], str):
+            raise MappingError(
+                f"unknown key shape: expected {{{self.key_attribute!r}: {{'S': ...}}}}, "
+                f"got {keys!r}"[:500]
+            )
+        return self._clean(self.key_field, typed["S"], label=self.key_attribute)
+
+    def row_from_image(self, image: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Model field values from a stream image (DynamoDB JSON); raises MappingError."""
+        if not isinstance(image, dict):
+            raise MappingError("image is missing")
+        row: dict[str, Any] = {}
+        for fm in self.fields:
+            typed = image.get(fm.attribute)
+            if typed is None or typed == {"NULL": True}:
+                if fm.required:
+                    raise MappingError(f"{fm.attribute}: missing attribute")
+                row[fm.field] = None
+                continue
+            row[fm.field] = self._clean(fm.field, self._untype(fm, typed), label=fm.attribute)
+        return row
+
+    def version_from_image(self, image: dict[str, dict[str, Any]] | None) -> int | None:
+        if not self.version_attribute or not image:
+            return None
+        typed = image.get(self.version_attribute)
+        if isinstance(typed, dict) and "N" in typed:
+            try:
+                return int(Decimal(typed["N"]))
+            except (ArithmeticError, ValueError):
+                return None
+        return None
+
+    def values_from_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """DynamoDB attribute values (plain Python) from model field values."""
+        return {fm.attribute: row.get(fm.field) for fm in self.fields}
+
+    def _untype(self, fm: FieldMap, typed: dict[str, Any]) -> Any:
+        expected = _dynamo_type(self.model_field(fm.field))
+        if not isinstance(typed, dict) or len(typed) != 1 or expected not in typed:
+            got = next(iter(typed), "?") if isinstance(typed, dict) and typed else repr(typed)
+            raise MappingError(f"{fm.attribute}: expected type {expected}, got {got}")
+        value = typed[expected]
+        if expected == "N":
+            try:
+                return Decimal(value)
+            except ArithmeticError as exc:
+                raise MappingError(f"{fm.attribute}: not a number: {value!r}") from exc
+        return value
+
+    def _clean(self, field_name: str, value: Any, *, label: str) -> Any:
+        model_field = self.model_field(field_name)
+        try:
+            return model_field.clean(value, None)
+        except ValidationError as exc:
+            raise MappingError(f"{label}: {'; '.join(exc.messages)}") from exc
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, Mapping] = {}
+
+    def register(self, mapping: Mapping) -> Mapping:
+        existing = self._by_name.get(mapping.name)
+        if existing is not None and existing != mapping:
+            raise ValueError(f"a different mapping is already registered as {mapping.name!r}")
+        self._by_name[mapping.name] = mapping
+        return mapping
+
+    def unregister(self, name: str) -> None:
+        self._by_name.pop(name, None)
+
+    def get(self, name: str) -> Mapping:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise LookupError(f"no mapping named {name!r}") from None
+
+    def for_table(self, table_name: str) -> Mapping:
+        for mapping in self._by_name.values():
+            if mapping.table_name == table_name:
+                return mapping
+        raise LookupError(f"no mapping for DynamoDB table {table_name!r}")
+
+    def all(self) -> list[Mapping]:
+        return list(self._by_name.values())
+
+
+registry = Registry()
+register = registry.register
