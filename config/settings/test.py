@@ -6,3 +6,6 @@ from .base import env
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY", default="test-insecure-secret-key")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A second mapped model that exists only in tests (tests/testapp).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405

@@ -1,0 +1,21 @@
+"""Celery tasks of the sync. Thin: each hands its arguments to a service."""
+
+from celery import shared_task
+from django.conf import settings
+
+from syncer.apply import TransientApplyError, changes_apply
+from syncer.changes import APPLY_TASK_NAME
+
+
+@shared_task(
+    name=APPLY_TASK_NAME,
+    acks_late=True,  # idempotent: a redelivered batch converges to the same state
+    autoretry_for=(TransientApplyError,),
+    retry_backoff=2,
+    retry_backoff_max=settings.CELERY_RETRY_BACKOFF_MAX,
+    retry_jitter=True,
+    max_retries=None,  # a database outage can outlast any fixed count; nothing is dropped
+)
+def apply_changes(changes: list[dict]) -> dict:
+    result = changes_apply(changes=changes)
+    return {"applied": result.applied, "stale": result.stale, "failed": result.failed}

@@ -1,0 +1,163 @@
+"""The apply service against MariaDB, on a second mapping (syncer names no chef field)."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from syncer.apply import changes_apply
+from syncer.models import AppliedChange, FailedChange, KeyState
+from tests.syncer.conftest import gadget_change
+from tests.testapp.models import Gadget
+
+pytestmark = pytest.mark.django_db
+
+
+def rows():
+    return {g.sku: (g.name, g.count, g.active) for g in Gadget.objects.all()}
+
+
+def test_insert_modify_remove(gadget_mapping):
+    changes_apply(changes=[gadget_change("a", "INSERT", 10, name="one", count=3)])
+    assert rows() == {"a": ("one", 3, True)}
+    changes_apply(changes=[gadget_change("a", "MODIFY", 11, name="two", count=None)])
+    assert rows() == {"a": ("two", None, True)}
+    changes_apply(changes=[gadget_change("a", "REMOVE", 12)])
+    assert rows() == {}
+    state = KeyState.objects.get(mapping="gadget", key="a")
+    assert state.deleted and state.sequence == 12
+
+
+def test_duplicate_and_older_changes_change_nothing(gadget_mapping):
+    newer = gadget_change("a", "MODIFY", 20, name="new")
+    older = gadget_change("a", "MODIFY", 19, name="old")
+    result = changes_apply(changes=[newer, older, newer])
+    assert (result.applied, result.stale) == (1, 2)
+    result = changes_apply(changes=[older])
+    assert (result.applied, result.stale) == (0, 1)
+    assert rows() == {"a": ("new", 1, True)}
+
+
+def test_sequence_numbers_compare_as_integers(gadget_mapping):
+    # As strings "9" > "10"; as integers it is the other way round.
+    changes_apply(changes=[gadget_change("a", "INSERT", 9, name="nine")])
+    changes_apply(changes=[gadget_change("a", "MODIFY", 10, name="ten")])
+    assert rows()["a"][0] == "ten"
+    big = 10**38
+    changes_apply(changes=[gadget_change("a", "MODIFY", big + 1, name="big1")])
+    changes_apply(changes=[gadget_change("a", "MODIFY", big, name="big0")])
+    assert rows()["a"][0] == "big1"
+
+
+def test_tombstone_blocks_stale_resurrection_but_not_recreation(gadget_mapping):
+    changes_apply(changes=[gadget_change("a", "INSERT", 1), gadget_change("a", "REMOVE", 2)])
+    changes_apply(changes=[gadget_change("a", "MODIFY", 1, name="zombie")])
+    assert rows() == {}
+    changes_apply(changes=[gadget_change("a", "INSERT", 3, name="again")])
+    assert rows() == {"a": ("again", 1, True)}
+    assert KeyState.objects.get(key="a").deleted is False
+
+
+def test_poison_change_is_kept_and_the_rest_applied(gadget_mapping):
+    good = [gadget_change(f"k{i}", "INSERT", 100 + i) for i in range(5)]
+    poison = [
+        gadget_change("p1", "INSERT", 1, name="x" * 21),  # too long for the column
+        gadget_change("p2", "INSERT", 2, image={"Sku": {"S": "p2"}, "name": {"N": "5"}}),
+        gadget_change("p3", "INSERT", 3, image={"Sku": {"S": "p3"}, "active": {"BOOL": True}}),
+        {**gadget_change("p4", "INSERT", 4), "keys": {"Other": {"S": "p4"}}},
+        {**gadget_change("p5", "INSERT", 5), "table": "nope"},
+        {**gadget_change("p6", "INSERT", 6), "seq": "12abc"},
+    ]
+    result = changes_apply(changes=good[:2] + poison + good[2:])
+    assert result.applied == 5 and result.failed == 6
+    assert set(rows()) == {f"k{i}" for i in range(5)}
+    failed = {f.event_id: f for f in FailedChange.objects.all()}
+    assert set(failed) == {p["id"] for p in poison}
+    assert "at most 20 characters" in failed[poison[0]["id"]].error
+    assert "expected type S, got N" in failed[poison[1]["id"]].error
+    assert "missing attribute" in failed[poison[2]["id"]].error
+    assert "unknown key shape" in failed[poison[3]["id"]].error
+    assert failed[poison[0]["id"]].payload == poison[0]
+    # The same poison delivered again is one failed change with two attempts.
+    changes_apply(changes=[poison[0]])
+    assert FailedChange.objects.get(event_id=poison[0]["id"]).attempts == 2
+
+
+def test_database_refusal_is_isolated_by_bisection(gadget_mapping):
+    # A value the mapping accepts but the column refuses (the column is narrowed here).
+    with connection.cursor() as cur:
+        cur.execute("ALTER TABLE testapp_gadget MODIFY name VARCHAR(5) NOT NULL")
+    changes = [gadget_change(f"k{i}", "INSERT", i + 1, name="short") for i in range(6)]
+    changes[4] = gadget_change("k4", "INSERT", 5, name="toolong")
+    result = changes_apply(changes=changes)
+    assert (result.applied, result.failed) == (5, 1)
+    assert set(rows()) == {"k0", "k1", "k2", "k3", "k5"}
+    assert FailedChange.objects.get().key == "k4"
+
+
+def test_bookkeeping_records_source_and_applied_times(gadget_mapping):
+    changes_apply(changes=[gadget_change("a", "INSERT", 1, ts=1_700_000_000.5)])
+    log = AppliedChange.objects.get()
+    assert log.source_time == datetime.fromtimestamp(1_700_000_000.5, tz=UTC)
+    assert log.applied_at > log.source_time and log.lag_seconds > 0
+    assert KeyState.objects.get().item_version is None
+
+
+def test_a_batch_is_applied_with_a_bounded_number_of_queries(
+    gadget_mapping, django_assert_max_num_queries
+):
+    changes = [gadget_change(f"k{i}", "INSERT", i + 1) for i in range(200)]
+    changes += [gadget_change(f"k{i}", "REMOVE", 1000 + i) for i in range(50)]
+    with django_assert_max_num_queries(12):
+        changes_apply(changes=changes)
+    assert len(rows()) == 150
+
+
+# --- property: any delivery order with duplicates converges -------------------------------
+
+KEYS = ["a", "b", "c"]
+
+
+@st.composite
+def histories(draw):
+    """Per key a history of create/update/delete in stream order, then a shuffled delivery
+    of all changes with duplicates."""
+    seq = 0
+    changes = []
+    final = {}
+    for key in KEYS:
+        exists = False
+        for _ in range(draw(st.integers(0, 6))):
+            seq += draw(st.integers(1, 10**12))
+            if exists and draw(st.booleans()):
+                changes.append(gadget_change(key, "REMOVE", seq))
+                exists = False
+                final[key] = None
+            else:
+                name = draw(st.text("xyz", min_size=1, max_size=5))
+                event = "MODIFY" if exists else "INSERT"
+                changes.append(gadget_change(key, event, seq, name=name))
+                exists = True
+                final[key] = name
+    delivered = draw(
+        st.lists(st.sampled_from(changes), max_size=3 * len(changes)) if changes else st.just([])
+    )
+    delivered = draw(st.permutations(changes + delivered))
+    split = draw(st.integers(1, 4))
+    return delivered, split, {k: v for k, v in final.items() if v is not None}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=histories())
+def test_any_delivery_order_converges(gadget_mapping, history):
+    delivered, split, expected = history
+    Gadget.objects.all().delete()
+    KeyState.objects.all().delete()
+    size = max(1, len(delivered) // split)
+    for start in range(0, len(delivered), size):
+        changes_apply(changes=delivered[start : start + size])
+    assert {k: v[0] for k, v in rows().items()} == expected
