@@ -1,0 +1,111 @@
+from django.contrib import admin, messages
+
+from syncer import services
+from syncer.models import AppliedChange, FailedChange, KeyState, ShardCheckpoint
+
+
+@admin.register(FailedChange)
+class FailedChangeAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "source",
+        "event_name",
+        "mapping",
+        "key",
+        "attempts",
+        "short_error",
+        "last_failed_at",
+    ]
+    list_filter = ["status", "source", "mapping", "event_name"]
+    search_fields = ["key", "event_id", "error"]
+    ordering = ["-last_failed_at"]
+    actions = ["replay", "discard"]
+    # The payload stays editable so an operator can fix a change before replaying it.
+    readonly_fields = [
+        "source",
+        "status",
+        "mapping",
+        "key",
+        "event_id",
+        "event_name",
+        "sequence",
+        "error",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "resolved_at",
+    ]
+    fields = [*readonly_fields[:6], "payload", *readonly_fields[6:]]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj: FailedChange) -> str:
+        return obj.error if len(obj.error) <= 80 else obj.error[:77] + "..."
+
+    @admin.action(description="Replay the selected changes")
+    def replay(self, request, queryset):
+        ok = failed = 0
+        for failed_change in queryset.exclude(status=FailedChange.Status.REPLAYED):
+            result = services.failed_change_replay(failed_change=failed_change)
+            if result.failed:
+                failed += 1
+            else:
+                ok += 1
+        if ok:
+            self.message_user(request, f"{ok} change(s) replayed.", messages.SUCCESS)
+        if failed:
+            self.message_user(
+                request, f"{failed} change(s) failed again; see their errors.", messages.ERROR
+            )
+
+    @admin.action(description="Discard the selected changes")
+    def discard(self, request, queryset):
+        for failed_change in queryset:
+            services.failed_change_discard(failed_change=failed_change)
+        self.message_user(request, f"{queryset.count()} change(s) discarded.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(KeyState)
+class KeyStateAdmin(ReadOnlyAdmin):
+    list_display = ["mapping", "key", "sequence", "deleted", "item_version", "applied_at"]
+    list_filter = ["mapping", "deleted"]
+    search_fields = ["key"]
+
+
+@admin.register(AppliedChange)
+class AppliedChangeAdmin(ReadOnlyAdmin):
+    list_display = ["applied_at", "mapping", "key", "event_name", "outcome", "sequence", "lag"]
+    list_filter = ["mapping", "event_name", "outcome"]
+    search_fields = ["key", "event_id"]
+    date_hierarchy = "applied_at"
+
+    @admin.display(description="lag (s)")
+    def lag(self, obj: AppliedChange):
+        lag = obj.lag_seconds
+        return None if lag is None else round(lag, 3)
+
+
+@admin.register(ShardCheckpoint)
+class ShardCheckpointAdmin(ReadOnlyAdmin):
+    list_display = [
+        "shard_id",
+        "sequence_number",
+        "finished",
+        "records_total",
+        "last_batch_size",
+        "last_batch_at",
+    ]

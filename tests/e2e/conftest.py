@@ -1,0 +1,65 @@
+"""End-to-end fixtures: a real celery worker and the relay, as subprocesses, against the
+moto server and the pytest-django test database on MariaDB."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.procs import VENV_BIN, ManagedProcess
+
+
+@pytest.fixture
+def stack_env(transactional_db, aws) -> dict[str, str]:
+    """Environment for processes that must share this test's database and moto server."""
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"mysql://root@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}",
+        "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def worker(stack_env, tmp_path):
+    proc = ManagedProcess(
+        "worker",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        env=stack_env,
+        log_dir=tmp_path,
+    ).start()
+    yield proc
+    proc.stop()
+    print(f"--- worker log ---\n{proc.log_tail()}")
+
+
+@pytest.fixture
+def relay(stack_env, tmp_path):
+    proc = ManagedProcess(
+        "relay",
+        [sys.executable, "manage.py", "relay_stream", "--batching-window", "0.2", "-v", "2"],
+        env=stack_env,
+        log_dir=tmp_path,
+    ).start()
+    yield proc
+    proc.stop()
+    print(f"--- relay log ---\n{proc.log_tail()}")
