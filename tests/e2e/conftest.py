@@ -17,10 +17,11 @@ from tests.procs import VENV_BIN, ManagedProcess
 def stack_env(transactional_db, aws) -> dict[str, str]:
     """Environment for processes that must share this test's database and moto server."""
     db = connection.settings_dict
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 3306
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"mysql://root@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/{db['NAME']}",
+        "DATABASE_URL": f"mysql://root@{host}:{port}/{db['NAME']}",
         "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL,
         "PYTHONUNBUFFERED": "1",
     }
