@@ -4,21 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Gadget',
+            name="Gadget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sku', models.CharField(db_collation='utf8mb4_bin', max_length=64, null=True, unique=True)),
-                ('name', models.CharField(max_length=20)),
-                ('count', models.IntegerField(null=True)),
-                ('active', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "sku",
+                    models.CharField(
+                        db_collation="utf8mb4_bin", max_length=64, null=True, unique=True
+                    ),
+                ),
+                ("name", models.CharField(max_length=20)),
+                ("count", models.IntegerField(null=True)),
+                ("active", models.BooleanField(default=False)),
             ],
         ),
     ]
