@@ -5,6 +5,8 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from syncer.aws import DynamoUnavailable
+
 
 def exception_handler(exc, context):
     # The legacy API answered 400 to any unreadable body; keep that for a wrong media type.
@@ -13,5 +15,12 @@ def exception_handler(exc, context):
         return Response(
             {"detail": message, "errors": {"body": [message]}},
             status=status.HTTP_400_BAD_REQUEST,
+        )
+    # DynamoDB unreachable or throttling: the client may retry; never a 500.
+    if isinstance(exc, DynamoUnavailable):
+        return Response(
+            {"detail": "The data store is unavailable; retry later."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(exc.retry_after)},
         )
     return drf_exception_handler(exc, context)

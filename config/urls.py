@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chefs.api import legacy
+from chefs.api import dynamo, legacy
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,6 +12,13 @@ urlpatterns = [
         "aurora/chefs/<int:chef_pk>",
         legacy.LegacyChefDetailView.as_view(),
         name="legacy-chef-detail",
+    ),
+    path("dynamo/chefs", dynamo.DynamoChefListView.as_view(), name="dynamo-chefs"),
+    # `path`: keys may contain "/" (sent as %2F, which the server decodes before routing).
+    path(
+        "dynamo/chefs/<path:chef_id>",
+        dynamo.DynamoChefDetailView.as_view(),
+        name="dynamo-chef-detail",
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

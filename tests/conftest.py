@@ -27,3 +27,12 @@ def api_client(user) -> APIClient:
 @pytest.fixture
 def anon_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def aws(moto_server):
+    """A fresh, empty local AWS for one test: moto reset, then the tables and queues."""
+    from syncer.aws import aws_resources_ensure
+
+    moto_server.reset()
+    return aws_resources_ensure()

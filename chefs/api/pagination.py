@@ -4,9 +4,17 @@ Legacy clients expect a JSON array, so the page links travel in an RFC 8288 `Lin
 header (rel="next" / rel="prev") and the total in `X-Total-Count`, as GitHub's API does.
 """
 
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+
 from drf_spectacular.utils import OpenApiParameter
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination, _positive_int
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.utils.urls import replace_query_param
 
 
 def link_header(links: dict[str, str | None]) -> str:
@@ -30,5 +38,87 @@ class LinkHeaderPagination(PageNumberPagination):
             OpenApiParameter("page", int, description="Page number (1-based)."),
             OpenApiParameter(
                 "page_size", int, description=f"Items per page (max {cls.max_page_size})."
+            ),
+        ]
+
+
+# --- Key cursor pagination (DynamoDB Scan) ----------------------------------------------
+def cursor_encode(key: dict) -> str:
+    """An opaque, URL-safe cursor from a DynamoDB LastEvaluatedKey."""
+    raw = json.dumps(key, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str, *, key_attributes: Iterable[str]) -> dict:
+    """The LastEvaluatedKey inside a cursor; ValidationError when it is not one of ours."""
+    invalid = ValidationError({KeyCursorPagination.cursor_query_param: ["Invalid cursor."]})
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw.decode())
+    except (ValueError, binascii.Error):
+        raise invalid from None
+    # Only string keys of this table: DynamoDB would answer a 400-class error otherwise,
+    # and a forged cursor must not reach it as anything else.
+    if not isinstance(key, dict) or set(key) != set(key_attributes):
+        raise invalid
+    for typed in key.values():
+        if not isinstance(typed, dict) or set(typed) != {"S"} or not isinstance(typed["S"], str):
+            raise invalid
+        # DynamoDB keys are 1 to 2048 bytes.
+        if not 0 < len(typed["S"].encode()) <= 2048:
+            raise invalid
+    return key
+
+
+class KeyCursorPagination:
+    """Cursor pages over a key-ordered store, in the legacy shape (bare list + Link header).
+
+    The next page is `?cursor=<opaque>`; there is no total count (a Scan cannot give one
+    cheaply) and no "prev" link (DynamoDB pages only forwards).
+    """
+
+    cursor_query_param = "cursor"
+    page_size_query_param = "page_size"
+    max_page_size = LinkHeaderPagination.max_page_size
+
+    def get_page_size(self, request) -> int:
+        # Same rules as the legacy pagination: an invalid size falls back to the default.
+        default = api_settings.PAGE_SIZE or 50
+        try:
+            return _positive_int(
+                request.query_params[self.page_size_query_param],
+                strict=True,
+                cutoff=self.max_page_size,
+            )
+        except (KeyError, ValueError):
+            return default
+
+    def get_cursor(self, request, *, key_attributes: Iterable[str]) -> dict | None:
+        cursor = request.query_params.get(self.cursor_query_param)
+        if cursor is None:
+            return None
+        return cursor_decode(cursor, key_attributes=key_attributes)
+
+    def get_paginated_response(self, data, *, request, next_key: dict | None) -> Response:
+        headers = {}
+        if next_key is not None:
+            url = replace_query_param(
+                request.build_absolute_uri(), self.cursor_query_param, cursor_encode(next_key)
+            )
+            headers["Link"] = link_header({"next": url})
+        return Response(data, headers=headers)
+
+    @classmethod
+    def schema_parameters(cls) -> list[OpenApiParameter]:
+        return [
+            OpenApiParameter(
+                cls.cursor_query_param,
+                str,
+                description="Opaque cursor from the `next` link of the previous page.",
+            ),
+            OpenApiParameter(
+                cls.page_size_query_param,
+                int,
+                description=f"Items per page (max {cls.max_page_size}).",
             ),
         ]

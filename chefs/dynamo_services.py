@@ -1,0 +1,190 @@
+"""Services and selectors over the DynamoDB table `chef` (through `chefs.dynamo.ChefItem`).
+
+Writes are UpdateItem/DeleteItem calls with conditions, never a blind put over a partial
+model. Optimistic locking uses the item's `version`: a caller that read version N may pass
+it as `expected_version`; if the item has moved on, the write is refused with
+DynamoVersionConflict carrying the current item. This path never touches MySQL.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from pynamodb.exceptions import PynamoDBException
+
+from chefs.dynamo import ChefItem
+from chefs.models import Chef
+from syncer.aws import dynamo_errors
+
+# The key is mirrored into cheftable.chef_id, so it must fit there.
+CHEF_KEY_MAX_LENGTH = Chef._meta.get_field("chef_id").max_length
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+# Attempts of the create-or-update race (created and deleted by others meanwhile).
+_UPSERT_ATTEMPTS = 5
+
+
+class DynamoVersionConflict(Exception):
+    """The item's version is not the one the caller based its change on."""
+
+    def __init__(self, current: ChefItem) -> None:
+        super().__init__(f"{current.ChefId!r} is at version {current.version}")
+        self.current = current
+
+
+def chef_key(*, first_name: str, last_name: str) -> str:
+    """The key the API derives from a name, as the original API did: "<lastName>#<firstName>"."""
+    return f"{last_name}#{first_name}"
+
+
+def _key_validate(chef_id: str, *, field: str) -> str:
+    if not chef_id:
+        raise ValidationError({field: ["The key must not be empty."]})
+    if len(chef_id) > CHEF_KEY_MAX_LENGTH:
+        raise ValidationError(
+            {field: [f"The key must have at most {CHEF_KEY_MAX_LENGTH} characters."]}
+        )
+    return chef_id
+
+
+def _condition_failed(exc: PynamoDBException) -> bool:
+    return exc.cause_response_code == _CONDITION_FAILED
+
+
+def _name_actions(*, first_name: str | None, last_name: str | None) -> list:
+    actions = []
+    if first_name is not None:
+        actions.append(ChefItem.firstName.set(first_name))
+    if last_name is not None:
+        actions.append(ChefItem.lastName.set(last_name))
+    return actions
+
+
+def _conflict_or_missing(chef_id: str) -> Exception:
+    """After a failed condition: the item is gone (DoesNotExist) or has moved on (conflict)."""
+    current = dynamo_chef_get(chef_id=chef_id)
+    if current is None:
+        return ChefItem.DoesNotExist(f"No chef with key {chef_id!r}.")
+    return DynamoVersionConflict(current)
+
+
+# --- selectors --------------------------------------------------------------------------
+def dynamo_chef_get(*, chef_id: str) -> ChefItem | None:
+    with dynamo_errors():
+        try:
+            return ChefItem.get(chef_id, consistent_read=True)
+        except ChefItem.DoesNotExist:
+            return None
+
+
+def dynamo_chef_page(
+    *, cursor: dict[str, Any] | None, limit: int
+) -> tuple[list[ChefItem], dict[str, Any] | None]:
+    """One page of a Scan: up to `limit` items and the key to continue from (None at the end).
+
+    One item more than asked is read so that the last page has no "next" (a bare Scan with
+    Limit would return a LastEvaluatedKey and then an empty page).
+    """
+    with dynamo_errors():
+        results = ChefItem.scan(limit=limit + 1, last_evaluated_key=cursor)
+        items = list(islice(results, limit))
+        # pynamodb rebuilds LastEvaluatedKey from the last item handed out.
+        next_key = results.last_evaluated_key if items else None
+        has_more = next(results, None) is not None
+    return items, (next_key if has_more else None)
+
+
+# --- services ---------------------------------------------------------------------------
+def dynamo_chef_create_or_update(
+    *, chef_id: str | None, first_name: str, last_name: str
+) -> tuple[ChefItem, bool]:
+    """Create the item, or update its names if the key exists (as the original POST did).
+
+    The key defaults to chef_key(). Returns (item, created).
+    """
+    explicit = chef_id is not None
+    key = chef_id if explicit else chef_key(first_name=first_name, last_name=last_name)
+    _key_validate(key, field="chefId" if explicit else "lastName")
+    with dynamo_errors():
+        for _attempt in range(_UPSERT_ATTEMPTS):
+            # Create only if absent; pynamodb adds "version absent" and sets version 1.
+            item = ChefItem(key)
+            try:
+                item.update(
+                    actions=_name_actions(first_name=first_name, last_name=last_name),
+                    condition=ChefItem.ChefId.does_not_exist(),
+                )
+                return item, True
+            except PynamoDBException as exc:
+                if not _condition_failed(exc):
+                    raise
+            # It exists: last write wins on the names, the version still goes up by one.
+            # (A non-None local version makes pynamodb emit "ADD version 1".)
+            item = ChefItem(key, version=0)
+            try:
+                item.update(
+                    actions=_name_actions(first_name=first_name, last_name=last_name),
+                    condition=ChefItem.ChefId.exists(),
+                    add_version_condition=False,
+                )
+                return item, False
+            except PynamoDBException as exc:
+                if not _condition_failed(exc):
+                    raise
+            # Deleted between the two calls: try creating again.
+    raise RuntimeError(f"create-or-update of {key!r} kept racing with other writers")
+
+
+def dynamo_chef_update(
+    *,
+    chef_id: str,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    expected_version: int | None = None,
+) -> ChefItem:
+    """Change the given names of an existing item.
+
+    Raises ChefItem.DoesNotExist, or DynamoVersionConflict when `expected_version` is given
+    and is not the item's current version.
+    """
+    actions = _name_actions(first_name=first_name, last_name=last_name)
+    if not actions:
+        current = dynamo_chef_get(chef_id=chef_id)
+        if current is None:
+            raise ChefItem.DoesNotExist(f"No chef with key {chef_id!r}.")
+        if expected_version is not None and current.version != expected_version:
+            raise DynamoVersionConflict(current)
+        return current
+    # With expected_version pynamodb adds "version = expected" and "ADD version 1";
+    # without it, last write wins but the version still increments.
+    item = ChefItem(chef_id, version=expected_version if expected_version is not None else 0)
+    with dynamo_errors():
+        try:
+            item.update(
+                actions=actions,
+                condition=ChefItem.ChefId.exists(),
+                add_version_condition=expected_version is not None,
+            )
+        except PynamoDBException as exc:
+            if not _condition_failed(exc):
+                raise
+            raise _conflict_or_missing(chef_id) from None
+    return item
+
+
+def dynamo_chef_delete(*, chef_id: str, expected_version: int | None = None) -> None:
+    """Delete an existing item. Raises ChefItem.DoesNotExist or DynamoVersionConflict."""
+    item = ChefItem(chef_id)
+    if expected_version is not None:
+        item.version = expected_version
+    with dynamo_errors():
+        try:
+            item.delete(
+                condition=ChefItem.ChefId.exists(),
+                add_version_condition=expected_version is not None,
+            )
+        except PynamoDBException as exc:
+            if not _condition_failed(exc):
+                raise
+            raise _conflict_or_missing(chef_id) from None
