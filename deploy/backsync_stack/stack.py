@@ -1,0 +1,495 @@
+"""The backsync stack: DynamoDB table and stream, stream handler, queues, Aurora, ECS, S3.
+
+Numbers that must agree with the application settings (config/settings/base.py) are
+passed in through `SyncSettings`, whose defaults are the settings' defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_ecs_patterns as ecs_patterns
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from .lambda_asset import HANDLER
+
+# The worker and the outbox write these; the reconcile/backfill commands scan and batch.
+TABLE_READ_WRITE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+    "dynamodb:ConditionCheckItem",
+)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Values shared with config/settings/base.py (same names, same defaults)."""
+
+    table_name: str = "chef"
+    table_key: str = "ChefId"
+    sync_queue_name: str = "backsync-changes.fifo"
+    sync_dlq_name: str = "backsync-changes-dlq.fifo"
+    outbox_queue_name: str = "backsync-outbox"
+    outbox_dlq_name: str = "backsync-outbox-dlq"
+    stream_failures_queue_name: str = "backsync-stream-failures"
+    database_name: str = "chefdb"
+    celery_task_time_limit: int = 300
+    celery_retry_backoff_max: int = 300
+    sqs_max_receive_count: int = 10
+    # Event source mapping (stream -> handler).
+    stream_batch_size: int = 100
+    stream_batching_window_seconds: int = 1
+    stream_retry_attempts: int = 5
+    stream_max_record_age_hours: int = 24
+
+    @property
+    def sqs_visibility_timeout(self) -> int:
+        # As in base.py: longer than a task plus its longest retry delay, so SQS never
+        # hands a message to a second worker while the first is still on it.
+        return self.celery_task_time_limit + self.celery_retry_backoff_max + 60
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """Per-environment choices, from CDK context (see deploy/README.md)."""
+
+    # Image for the web app and worker; None builds the repository's Dockerfile at deploy
+    # time (synthesis only stages the directory: no Docker needed to synthesise).
+    image_uri: str | None = None
+    # Image for the release task (migrate, collectstatic); defaults to image_uri. Lets a
+    # deploy run the new migrations before the services switch to the new code.
+    release_image_uri: str | None = None
+    # Host names the web app answers to besides the load balancer's own DNS name
+    # (comma-separated, e.g. the domain of the certificate).
+    allowed_hosts: str = ""
+    certificate_arn: str | None = None
+    web_desired_count: int = 2
+    worker_desired_count: int = 1
+    worker_concurrency: int = 2
+    db_min_capacity: float = 0.5
+    db_max_capacity: float = 4
+
+
+class BacksyncStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        repo_root: Path,
+        lambda_asset_dir: Path,
+        options: DeployOptions | None = None,
+        sync: SyncSettings | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        options = options or DeployOptions()
+        sync = sync or SyncSettings()
+
+        # --- DynamoDB: the source of truth, with the stream the sync reads -------------
+        self.table = dynamodb.Table(
+            self,
+            "ChefTable",
+            table_name=sync.table_name,
+            partition_key=dynamodb.Attribute(
+                name=sync.table_key, type=dynamodb.AttributeType.STRING
+            ),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            # MODIFY needs the new image; the old image lets a REMOVE carry what was deleted.
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        # --- SQS: FIFO change queue (handler -> worker), outbox queue, their DLQs -------
+        retention = Duration.days(14)
+        self.sync_dlq = sqs.Queue(
+            self,
+            "SyncDeadLetterQueue",
+            queue_name=sync.sync_dlq_name,
+            fifo=True,
+            retention_period=retention,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.sync_queue = sqs.Queue(
+            self,
+            "SyncQueue",
+            queue_name=sync.sync_queue_name,
+            fifo=True,
+            visibility_timeout=Duration.seconds(sync.sqs_visibility_timeout),
+            retention_period=retention,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.sync_dlq, max_receive_count=sync.sqs_max_receive_count
+            ),
+        )
+        self.outbox_dlq = sqs.Queue(
+            self,
+            "OutboxDeadLetterQueue",
+            queue_name=sync.outbox_dlq_name,
+            retention_period=retention,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.outbox_queue = sqs.Queue(
+            self,
+            "OutboxQueue",
+            queue_name=sync.outbox_queue_name,
+            visibility_timeout=Duration.seconds(sync.sqs_visibility_timeout),
+            retention_period=retention,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.outbox_dlq, max_receive_count=sync.sqs_max_receive_count
+            ),
+        )
+        # Where the event source mapping puts a batch it gave up on (metadata of the
+        # shard range, not the records): the operator replays it with the relay/backfill.
+        self.stream_failures = sqs.Queue(
+            self,
+            "StreamFailuresQueue",
+            queue_name=sync.stream_failures_queue_name,
+            retention_period=retention,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+
+        # --- Stream handler Lambda and its event source mapping -------------------------
+        handler_logs = logs.LogGroup(
+            self, "StreamHandlerLogs", retention=logs.RetentionDays.ONE_MONTH
+        )
+        self.stream_handler = lambda_.Function(
+            self,
+            "StreamHandler",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(lambda_asset_dir)),
+            timeout=Duration.seconds(60),
+            memory_size=256,
+            log_group=handler_logs,
+            environment={
+                "SYNC_QUEUE_URL": self.sync_queue.queue_url,
+                "SYNC_QUEUE_NAME": self.sync_queue.queue_name,
+                "POWERTOOLS_SERVICE_NAME": "backsync-stream-handler",
+            },
+        )
+        self.stream_handler.add_event_source(
+            event_sources.DynamoEventSource(
+                self.table,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=sync.stream_batch_size,
+                max_batching_window=Duration.seconds(sync.stream_batching_window_seconds),
+                bisect_batch_on_error=True,
+                retry_attempts=sync.stream_retry_attempts,
+                max_record_age=Duration.hours(sync.stream_max_record_age_hours),
+                report_batch_item_failures=True,
+                on_failure=event_sources.SqsDlq(self.stream_failures),
+            )
+        )
+        # The mapping grants the stream reads; the handler only ever sends to the FIFO queue.
+        self.sync_queue.grant_send_messages(self.stream_handler)
+
+        # --- Network: public (load balancer), private (tasks), isolated (database) ------
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=2,
+            nat_gateways=1,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC),
+                ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                ec2.SubnetConfiguration(name="db", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            ],
+        )
+        self.app_security_group = ec2.SecurityGroup(
+            self, "AppSecurityGroup", vpc=self.vpc, description="backsync web, worker, release"
+        )
+        self.db_security_group = ec2.SecurityGroup(
+            self,
+            "DatabaseSecurityGroup",
+            vpc=self.vpc,
+            description="backsync Aurora: MySQL from the app tasks only",
+            allow_all_outbound=False,
+        )
+        self.db_security_group.add_ingress_rule(
+            self.app_security_group, ec2.Port.tcp(3306), "MySQL from backsync tasks"
+        )
+
+        # --- Aurora MySQL Serverless v2 (legacy cheftable lives here) -------------------
+        self.database = rds.DatabaseCluster(
+            self,
+            "Database",
+            engine=rds.DatabaseClusterEngine.aurora_mysql(
+                version=rds.AuroraMysqlEngineVersion.VER_3_08_2
+            ),
+            credentials=rds.Credentials.from_generated_secret("backsync"),
+            default_database_name=sync.database_name,
+            writer=rds.ClusterInstance.serverless_v2("writer", publicly_accessible=False),
+            serverless_v2_min_capacity=options.db_min_capacity,
+            serverless_v2_max_capacity=options.db_max_capacity,
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[self.db_security_group],
+            storage_encrypted=True,
+            backup=rds.BackupProps(retention=Duration.days(7)),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.SNAPSHOT,
+        )
+        db_secret = self.database.secret
+        assert db_secret is not None  # from_generated_secret always makes one
+
+        # --- Static files: private bucket behind CloudFront ------------------------------
+        self.static_bucket = s3.Bucket(
+            self,
+            "StaticBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.static_distribution = cloudfront.Distribution(
+            self,
+            "StaticDistribution",
+            comment="backsync static files",
+            default_behavior=cloudfront.BehaviorOptions(
+                origin=origins.S3BucketOrigin.with_origin_access_control(self.static_bucket),
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+            ),
+        )
+
+        # --- ECS: web (gunicorn behind a load balancer), worker (celery), release -------
+        self.cluster = ecs.Cluster(
+            self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
+        )
+        # Made here, not by the pattern, so its DNS name can go into ALLOWED_HOSTS.
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self, "LoadBalancer", vpc=self.vpc, internet_facing=True
+        )
+        allowed_hosts = [self.load_balancer.load_balancer_dns_name]
+        allowed_hosts += [h.strip() for h in options.allowed_hosts.split(",") if h.strip()]
+        image = self._image(options.image_uri, repo_root, "AppImage")
+        release_image = (
+            self._image(options.release_image_uri, repo_root, "ReleaseImage")
+            if options.release_image_uri
+            else image
+        )
+        environment = {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DJANGO_ALLOWED_HOSTS": ",".join(allowed_hosts),
+            "AWS_REGION": self.region,
+            "AWS_STORAGE_BUCKET_NAME": self.static_bucket.bucket_name,
+            "AWS_S3_CUSTOM_DOMAIN": self.static_distribution.distribution_domain_name,
+            "DYNAMO_CHEF_TABLE": self.table.table_name,
+            "SYNC_QUEUE_NAME": self.sync_queue.queue_name,
+            "SYNC_QUEUE_URL": self.sync_queue.queue_url,
+            "SYNC_DLQ_NAME": self.sync_dlq.queue_name,
+            "OUTBOX_QUEUE_NAME": self.outbox_queue.queue_name,
+            "OUTBOX_QUEUE_URL": self.outbox_queue.queue_url,
+            "OUTBOX_DLQ_NAME": self.outbox_dlq.queue_name,
+            "CELERY_TASK_TIME_LIMIT": str(sync.celery_task_time_limit),
+            "CELERY_RETRY_BACKOFF_MAX": str(sync.celery_retry_backoff_max),
+            "SQS_VISIBILITY_TIMEOUT": str(sync.sqs_visibility_timeout),
+            "SQS_MAX_RECEIVE_COUNT": str(sync.sqs_max_receive_count),
+            "SQS_WAIT_TIME_SECONDS": "20",
+            "LOG_JSON": "true",
+            # Without a certificate the load balancer speaks HTTP only (a trial stack):
+            # HTTPS redirects, secure cookies and HSTS would lock everyone out.
+            "DJANGO_HTTPS": "true" if options.certificate_arn else "false",
+        }
+        secret_key = _django_secret_key(self)
+        secrets = {
+            # The whole generated secret (JSON: host, port, username, password, dbname);
+            # production settings build the database settings from it.
+            "DATABASE_SECRET": ecs.Secret.from_secrets_manager(db_secret),
+            "SECRET_KEY": ecs.Secret.from_secrets_manager(secret_key),
+        }
+
+        # One task role per process, each with only what that process does.
+        self.web_role = iam.Role(
+            self, "WebTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
+        self.worker_role = iam.Role(
+            self, "WorkerTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
+        self.release_role = iam.Role(
+            self, "ReleaseTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
+        # Web: the new API reads and writes the table; legacy writes enqueue the outbox
+        # publisher; the admin shows queue depths.
+        self.table.grant(self.web_role, *TABLE_READ_WRITE_ACTIONS)
+        self.outbox_queue.grant_send_messages(self.web_role)
+        # Worker: applies changes (reads the table when an image is too large), publishes
+        # the outbox (writes the table), consumes both queues and re-sends retries.
+        self.table.grant(self.worker_role, *TABLE_READ_WRITE_ACTIONS)
+        for queue in (self.sync_queue, self.outbox_queue):
+            queue.grant_consume_messages(self.worker_role)
+            queue.grant_send_messages(self.worker_role)
+        for role in (self.web_role, self.worker_role):
+            for queue in (self.sync_queue, self.sync_dlq, self.outbox_queue, self.outbox_dlq):
+                queue.grant(role, "sqs:GetQueueAttributes")
+        # Release: collectstatic uploads to the static bucket; nothing else in AWS.
+        self.static_bucket.grant_read_write(self.release_role)
+
+        log_driver_web = ecs.LogDrivers.aws_logs(
+            stream_prefix="web", log_retention=logs.RetentionDays.ONE_MONTH
+        )
+        self.web = ecs_patterns.ApplicationLoadBalancedFargateService(
+            self,
+            "Web",
+            cluster=self.cluster,
+            load_balancer=self.load_balancer,
+            cpu=512,
+            memory_limit_mib=1024,
+            desired_count=options.web_desired_count,
+            security_groups=[self.app_security_group],
+            task_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            public_load_balancer=True,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            min_healthy_percent=100,
+            task_image_options=ecs_patterns.ApplicationLoadBalancedTaskImageOptions(
+                image=image,
+                container_name="web",
+                container_port=8000,
+                environment=environment,
+                secrets=secrets,
+                task_role=self.web_role,
+                log_driver=log_driver_web,
+            ),
+            **_https_options(self, options.certificate_arn),
+        )
+        # Plain HTTP health checks meet SECURE_SSL_REDIRECT, hence a redirect is healthy.
+        self.web.target_group.configure_health_check(
+            path="/admin/login/", healthy_http_codes="200,301,302"
+        )
+
+        worker_task = ecs.FargateTaskDefinition(
+            self, "WorkerTask", cpu=512, memory_limit_mib=1024, task_role=self.worker_role
+        )
+        worker_task.add_container(
+            "worker",
+            image=image,
+            command=[
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(options.worker_concurrency),
+                "-Q",
+                f"{sync.sync_queue_name},{sync.outbox_queue_name}",
+            ],
+            environment=environment,
+            secrets=secrets,
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="worker", log_retention=logs.RetentionDays.ONE_MONTH
+            ),
+            # Celery finishes the running task on SIGTERM (acks late: the rest redeliver).
+            stop_timeout=Duration.seconds(120),
+        )
+        self.worker = ecs.FargateService(
+            self,
+            "Worker",
+            cluster=self.cluster,
+            task_definition=worker_task,
+            desired_count=options.worker_desired_count,
+            security_groups=[self.app_security_group],
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            min_healthy_percent=100,
+        )
+
+        # Run once per deploy, before the services move to new code (deploy/README.md).
+        self.release_task = ecs.FargateTaskDefinition(
+            self, "ReleaseTask", cpu=512, memory_limit_mib=1024, task_role=self.release_role
+        )
+        self.release_task.add_container(
+            "release",
+            image=release_image,
+            command=[
+                "sh",
+                "-c",
+                "python manage.py migrate --noinput && python manage.py collectstatic --noinput",
+            ],
+            environment=environment,
+            secrets=secrets,
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="release", log_retention=logs.RetentionDays.ONE_MONTH
+            ),
+        )
+
+        for name, value in {
+            "ClusterName": self.cluster.cluster_name,
+            "ReleaseTaskDefinitionArn": self.release_task.task_definition_arn,
+            "AppSecurityGroupId": self.app_security_group.security_group_id,
+            "AppSubnetIds": ",".join(
+                s.subnet_id
+                for s in self.vpc.select_subnets(
+                    subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
+                ).subnets
+            ),
+            "StaticUrl": f"https://{self.static_distribution.distribution_domain_name}/",
+            "TableName": self.table.table_name,
+            "SyncQueueUrl": self.sync_queue.queue_url,
+            "StreamFailuresQueueUrl": self.stream_failures.queue_url,
+            "DatabaseSecretArn": db_secret.secret_arn,
+        }.items():
+            CfnOutput(self, name, value=value)
+
+    def _image(self, uri: str | None, repo_root: Path, asset_id: str) -> ecs.ContainerImage:
+        if uri:
+            return ecs.ContainerImage.from_registry(uri)
+        # Built from the repository's Dockerfile by `cdk deploy` (needs Docker there).
+        return ecs.ContainerImage.from_asset(str(repo_root))
+
+
+def _django_secret_key(scope: Construct) -> secretsmanager.Secret:
+    return secretsmanager.Secret(
+        scope,
+        "DjangoSecretKey",
+        description="backsync Django SECRET_KEY",
+        generate_secret_string=secretsmanager.SecretStringGenerator(
+            password_length=64, exclude_punctuation=True
+        ),
+    )
+
+
+def _https_options(scope: Construct, certificate_arn: str | None) -> dict:
+    if not certificate_arn:
+        return {}
+    return {
+        "certificate": acm.Certificate.from_certificate_arn(scope, "Certificate", certificate_arn),
+        "protocol": elbv2.ApplicationProtocol.HTTPS,
+        "redirect_http": True,
+    }
