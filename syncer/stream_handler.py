@@ -374,4 +374,8 @@ __all__ = [
     "handler",
     "pack",
     "process_event",
+    "record_to_change",
 ]
+
+# The name the failed-change replay service uses (syncer/services.py).
+record_to_change = change_from_record
