@@ -341,6 +341,9 @@ class BacksyncStack(Stack):
         self.worker_role = iam.Role(
             self, "WorkerTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
         )
+        self.beat_role = iam.Role(
+            self, "BeatTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
         self.release_role = iam.Role(
             self, "ReleaseTaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
         )
@@ -357,6 +360,8 @@ class BacksyncStack(Stack):
         for role in (self.web_role, self.worker_role):
             for queue in (self.sync_queue, self.sync_dlq, self.outbox_queue, self.outbox_dlq):
                 queue.grant(role, "sqs:GetQueueAttributes")
+        # Beat: only enqueues the periodic outbox sweep (CELERY_BEAT_SCHEDULE).
+        self.outbox_queue.grant_send_messages(self.beat_role)
         # Release: collectstatic uploads to the static bucket; nothing else in AWS.
         self.static_bucket.grant_read_write(self.release_role)
 
@@ -428,6 +433,42 @@ class BacksyncStack(Stack):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
             min_healthy_percent=100,
+        )
+
+        # Celery beat: exactly one, so a deploy stops the old one before starting the new.
+        beat_task = ecs.FargateTaskDefinition(
+            self, "BeatTask", cpu=256, memory_limit_mib=512, task_role=self.beat_role
+        )
+        beat_task.add_container(
+            "beat",
+            image=image,
+            # The image's user cannot write /app; the schedule state is disposable.
+            command=[
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                "/tmp/celerybeat-schedule",
+            ],
+            environment=environment,
+            secrets=secrets,
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="beat", log_retention=logs.RetentionDays.ONE_MONTH
+            ),
+        )
+        self.beat = ecs.FargateService(
+            self,
+            "Beat",
+            cluster=self.cluster,
+            task_definition=beat_task,
+            desired_count=1,
+            security_groups=[self.app_security_group],
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            min_healthy_percent=0,
+            max_healthy_percent=100,
         )
 
         # Run once per deploy, before the services move to new code (deploy/README.md).

@@ -207,6 +207,18 @@ def test_outbox_queue_has_dlq_and_every_queue_is_encrypted(template, settings):
 
 
 # --- IAM ---------------------------------------------------------------------------------
+def test_beat_only_sends_to_the_outbox_queue(template):
+    role = _role_of(template, "BeatTaskRole")
+    outbox_id = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-outbox")
+    grants = _role_grants(template, role)
+    assert grants and all(r == [_getatt(outbox_id)] for _, r in grants)
+    assert set().union(*(a for a, _ in grants)) <= {
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+
+
 def test_no_statement_allows_everything(template):
     checked = 0
     for lid, _, st in _statements(template):
@@ -330,14 +342,16 @@ def _container(template: Template, name: str) -> dict:
 
 
 def test_web_and_worker_run_from_one_image_with_production_settings(template, synth):
-    web, worker, release = (_container(template, n) for n in ("web", "worker", "release"))
-    assert web["Image"] == worker["Image"] == release["Image"]
+    names = ("web", "worker", "beat", "release")
+    web, worker, beat, release = (_container(template, n) for n in names)
+    assert web["Image"] == worker["Image"] == beat["Image"] == release["Image"]
     assert web["PortMappings"][0]["ContainerPort"] == 8000
     assert "Command" not in web  # the Dockerfile's CMD: gunicorn
     assert worker["Command"][:4] == ["celery", "-A", "config", "worker"]
     assert "backsync-changes.fifo,backsync-outbox" in worker["Command"]
+    assert beat["Command"][:4] == ["celery", "-A", "config", "beat"]
     assert "manage.py migrate --noinput" in release["Command"][-1]
-    for c in (web, worker, release):
+    for c in (web, worker, beat, release):
         env = {e["Name"]: e["Value"] for e in c["Environment"]}
         assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
         assert {"AWS_STORAGE_BUCKET_NAME", "SYNC_QUEUE_URL", "OUTBOX_QUEUE_URL"} <= env.keys()
