@@ -26,3 +26,11 @@ format: setup
 run: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver 127.0.0.1:8000
+
+# Local stack (moto, web, worker, relay): `make up` returns when all is healthy and prints the
+# URLs; `make down` stops what it started. SERVICES, MOTO_PORT, WEB_PORT: see scripts/stack.sh.
+up: setup
+	scripts/stack.sh up
+
+down:
+	scripts/stack.sh down

@@ -1,9 +1,11 @@
 """Services and selectors over the DynamoDB table `chef` (through `chefs.dynamo.ChefItem`).
 
-Writes are UpdateItem/DeleteItem calls with conditions, never a blind put over a partial
-model. Optimistic locking uses the item's `version`: a caller that read version N may pass
-it as `expected_version`; if the item has moved on, the write is refused with
-DynamoVersionConflict carrying the current item. This path never touches MySQL.
+Writes are conditional: a create is a put of the complete item guarded by "key absent",
+an update is an UpdateItem guarded by "key exists" (and the version when one is given),
+never a blind put over a partial model. Optimistic locking uses the item's `version`: a
+caller that read version N may pass it as `expected_version`; if the item has moved on, the
+write is refused with DynamoVersionConflict carrying the current item.
+This path never touches MySQL.
 """
 
 from __future__ import annotations
@@ -109,12 +111,11 @@ def dynamo_chef_create_or_update(
     with dynamo_errors():
         for _attempt in range(_UPSERT_ATTEMPTS):
             # Create only if absent; pynamodb adds "version absent" and sets version 1.
-            item = ChefItem(key)
+            # A conditional put of the complete item, not an UpdateItem: moto's UpdateItem
+            # on a new key emits two INSERT stream records, the first with the key only.
+            item = ChefItem(key, firstName=first_name, lastName=last_name)
             try:
-                item.update(
-                    actions=_name_actions(first_name=first_name, last_name=last_name),
-                    condition=ChefItem.ChefId.does_not_exist(),
-                )
+                item.save(condition=ChefItem.ChefId.does_not_exist())
                 return item, True
             except PynamoDBException as exc:
                 if not _condition_failed(exc):

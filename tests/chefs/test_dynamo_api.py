@@ -382,3 +382,39 @@ class TestSchema:
         assert set(paths[detail_path]) >= {"get", "put", "patch", "delete"}
         assert "409" in paths[detail_path]["put"]["responses"]
         assert "503" in paths[URL]["get"]["responses"]
+
+
+class TestStream:
+    def _records(self) -> list[dict]:
+        arn = syncer_aws.dynamodb_client().describe_table(TableName="chef")["Table"][
+            "LatestStreamArn"
+        ]
+        streams = syncer_aws.streams_client()
+        records = []
+        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            iterator = streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            records += streams.get_records(ShardIterator=iterator)["Records"]
+        return records
+
+    def test_each_api_write_is_one_stream_record_with_full_images(self, api_client):
+        api_client.post(URL, {"firstName": "Bobby", "lastName": "Flay"}, format="json")
+        api_client.patch(detail("Flay#Bobby"), {"firstName": "Bob"}, format="json")
+        api_client.delete(detail("Flay#Bobby"))
+        records = self._records()
+        assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "REMOVE"]
+        insert, modify, remove = (r["dynamodb"] for r in records)
+        key = {"ChefId": {"S": "Flay#Bobby"}}
+        assert insert["Keys"] == modify["Keys"] == remove["Keys"] == key
+        assert insert["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        assert insert["NewImage"] == {
+            **key,
+            "firstName": {"S": "Bobby"},
+            "lastName": {"S": "Flay"},
+            "version": {"N": "1"},
+        }
+        assert modify["OldImage"]["firstName"] == {"S": "Bobby"}
+        assert modify["NewImage"]["firstName"] == {"S": "Bob"}
+        assert modify["NewImage"]["version"] == {"N": "2"}
+        assert remove["OldImage"]["version"] == {"N": "2"}
