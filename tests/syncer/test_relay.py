@@ -342,3 +342,41 @@ def test_sigterm_stops_a_running_relay_cleanly(transactional_db, aws, tmp_path):
         proc.stop()
     changes = sent_changes()
     assert [c["keys"] for c in changes] == [{"ChefId": {"S": "Brown#Alton"}}]
+
+
+def test_relayed_changes_apply_to_the_mapped_model(db, stream_table):
+    """What the relay and handler send is what the apply service takes."""
+    from syncer.apply import changes_apply
+    from tests.testapp.models import Gadget
+
+    put("a", "one")
+    put("b", "two")
+    put("a", "uno")
+    delete("b")
+    relay().run(once=True)
+
+    result = changes_apply(changes=sent_changes())
+
+    assert result.failed == 0
+    assert list(Gadget.objects.values_list("sku", "name")) == [("a", "uno")]
+
+
+def test_a_running_relay_follows_new_records_and_stops_when_asked(transactional_db, stream_table):
+    import threading
+
+    spy = Spy()
+    running = relay(handler=spy, batching_window=0.2)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+        put("a")
+        wait_until(lambda: len(spy.records) == 1, timeout=30, what="the first record")
+        put("b")
+        put("c")
+        wait_until(lambda: len(spy.records) == 3, timeout=30, what="two more records")
+    finally:
+        running.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert [r["dynamodb"]["Keys"]["Sku"]["S"] for r in spy.records] == ["a", "b", "c"]
+    assert checkpoint().records_total == 3
