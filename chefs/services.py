@@ -1,8 +1,16 @@
-"""Write-side services for the legacy table. Admin, APIs and commands call these."""
+"""Write-side services for the legacy table. Admin, APIs and commands call these.
+
+Every write records an outbox entry in the same transaction, so it reaches DynamoDB
+(syncer.outbox). The sync's own apply path writes the table directly and never comes
+through here, which is what keeps the two directions from looping.
+"""
 
 from django.db import transaction
 
+from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
+from syncer.models import OutboxEntry
+from syncer.outbox import key_resync, outbox_record
 
 # The legacy API filled a missing name with these; kept for compatibility.
 DEFAULT_FIRST_NAME = "Gordon"
@@ -10,16 +18,26 @@ DEFAULT_LAST_NAME = "Ramsay"
 
 
 @transaction.atomic
-def chef_create(*, first_name: str, last_name: str, chef_id: str | None = None) -> Chef:
-    chef = Chef(first_name=first_name, last_name=last_name, chef_id=chef_id)
+def chef_create(*, first_name: str, last_name: str) -> Chef:
+    """A new legacy row; it gets its DynamoDB key when it is first published."""
+    chef = Chef(first_name=first_name, last_name=last_name)
     chef.full_clean()
     chef.save()
+    outbox_record(mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.UPSERT)
     return chef
 
 
 @transaction.atomic
-def chef_update(*, chef: Chef, first_name: str | None = None, last_name: str | None = None) -> Chef:
-    """Change the given fields; fields left as None keep their value."""
+def chef_update(
+    *,
+    chef: Chef,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    seen_version: int | None = None,
+) -> Chef:
+    """Change the given fields (None keeps a field). `seen_version` is the DynamoDB item
+    version the editor saw, when known: an edit based on an older one is a conflict."""
+    chef = Chef.objects.select_for_update().get(pk=chef.pk)
     changed = []
     if first_name is not None and first_name != chef.first_name:
         chef.first_name = first_name
@@ -30,9 +48,30 @@ def chef_update(*, chef: Chef, first_name: str | None = None, last_name: str | N
     if changed:
         chef.full_clean()
         chef.save(update_fields=changed)
+        outbox_record(
+            mapping=CHEF_MAPPING,
+            instance=chef,
+            op=OutboxEntry.Op.UPSERT,
+            seen_version=seen_version,
+        )
     return chef
 
 
 @transaction.atomic
-def chef_delete(*, chef: Chef) -> None:
+def chef_delete(*, chef: Chef, seen_version: int | None = None) -> None:
+    outbox_record(
+        mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.DELETE, seen_version=seen_version
+    )
     chef.delete()
+
+
+@transaction.atomic
+def chef_publish(*, chef: Chef) -> None:
+    """Publish the row's current values to DynamoDB again (operator action)."""
+    outbox_record(mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.UPSERT)
+
+
+def chef_resync(*, chef: Chef) -> None:
+    """Bring the row back to DynamoDB's current state (operator action)."""
+    if chef.chef_id:
+        key_resync(mapping=CHEF_MAPPING, key=chef.chef_id)

@@ -1,7 +1,14 @@
 from django.contrib import admin, messages
 
-from syncer import services
-from syncer.models import AppliedChange, FailedChange, KeyState, ShardCheckpoint
+from syncer import outbox, services
+from syncer.models import (
+    AppliedChange,
+    Conflict,
+    FailedChange,
+    KeyState,
+    OutboxEntry,
+    ShardCheckpoint,
+)
 
 
 @admin.register(FailedChange)
@@ -109,3 +116,53 @@ class ShardCheckpointAdmin(ReadOnlyAdmin):
         "last_batch_size",
         "last_batch_at",
     ]
+
+
+@admin.register(OutboxEntry)
+class OutboxEntryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "status",
+        "op",
+        "mapping",
+        "object_pk",
+        "key",
+        "base_version",
+        "published_version",
+        "attempts",
+        "last_error",
+        "created_at",
+    ]
+    list_filter = ["status", "op", "mapping"]
+    search_fields = ["key", "object_pk", "last_error"]
+    actions = ["retry"]
+
+    @admin.action(description="Retry the selected failed entries")
+    def retry(self, request, queryset):
+        count = outbox.outbox_retry_failed(entries=queryset)
+        outbox.outbox_sweep()
+        self.message_user(request, f"{count} entr(y/ies) queued again.", messages.SUCCESS)
+
+
+@admin.register(Conflict)
+class ConflictAdmin(ReadOnlyAdmin):
+    list_display = [
+        "detected_at",
+        "kind",
+        "mapping",
+        "key",
+        "object_pk",
+        "legacy_values",
+        "legacy_base_version",
+        "dynamo_values",
+        "dynamo_version",
+        "resolved",
+    ]
+    list_filter = ["kind", "mapping", "resolved"]
+    search_fields = ["key", "object_pk"]
+    actions = ["mark_resolved"]
+
+    @admin.action(description="Mark as reviewed")
+    def mark_resolved(self, request, queryset):
+        count = services.conflicts_resolve(conflicts=queryset)
+        self.message_user(request, f"{count} conflict(s) marked as reviewed.", messages.SUCCESS)

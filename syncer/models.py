@@ -127,3 +127,77 @@ class ShardCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.shard_id}@{self.sequence_number or 'start'}"
+
+
+class OutboxEntry(models.Model):
+    """A legacy-side write waiting to be published to DynamoDB. Written in the same
+    transaction as the row it describes, so a committed write is never lost."""
+
+    class Op(models.TextChoices):
+        UPSERT = "upsert", "create or update"
+        DELETE = "delete", "delete"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending publish"
+        PUBLISHED = "published", "published"
+        CONFLICT = "conflict", "conflict (DynamoDB kept)"
+        FAILED = "failed", "failed (attempts exhausted)"
+
+    mapping = models.CharField(max_length=64)
+    object_pk = models.CharField(
+        max_length=64, db_collation=KEY_COLLATION, help_text="Primary key of the legacy row."
+    )
+    key = models.CharField(max_length=255, blank=True, db_collation=KEY_COLLATION)
+    op = models.CharField(max_length=16, choices=Op.choices)
+    values = models.JSONField(help_text="DynamoDB attribute values the edit wrote.")
+    base_version = models.BigIntegerField(
+        null=True, blank=True, help_text="Item version the legacy edit was based on."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    published_version = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "outbox entries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["mapping", "object_pk", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.mapping}#{self.object_pk} ({self.status})"
+
+
+class Conflict(models.Model):
+    """A legacy edit that DynamoDB refused because the item changed after the version the
+    edit was based on (or its key belonged to another item). DynamoDB's state was kept and
+    MySQL brought back to it; both sides' values are kept here."""
+
+    class Kind(models.TextChoices):
+        STALE_VERSION = "stale_version", "item changed in DynamoDB since the edit"
+        KEY_COLLISION = "key_collision", "key already used by another item"
+
+    mapping = models.CharField(max_length=64)
+    key = models.CharField(max_length=255, blank=True, db_collation=KEY_COLLATION)
+    object_pk = models.CharField(max_length=64, db_collation=KEY_COLLATION)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    outbox_entry = models.ForeignKey(OutboxEntry, on_delete=models.SET_NULL, null=True)
+    legacy_op = models.CharField(max_length=16)
+    legacy_values = models.JSONField()
+    legacy_time = models.DateTimeField()
+    legacy_base_version = models.BigIntegerField(null=True, blank=True)
+    dynamo_values = models.JSONField(null=True, blank=True, help_text="null: item absent")
+    dynamo_version = models.BigIntegerField(null=True, blank=True)
+    dynamo_time = models.DateTimeField(null=True, blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+    resolved = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-detected_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.mapping}:{self.key or self.object_pk}"

@@ -53,3 +53,8 @@ def failed_change_discard(*, failed_change: FailedChange) -> None:
     FailedChange.objects.filter(pk=failed_change.pk).update(
         status=FailedChange.Status.DISCARDED, resolved_at=timezone.now()
     )
+
+
+def conflicts_resolve(*, conflicts) -> int:
+    """Operator action: a reviewed conflict no longer flags its row."""
+    return conflicts.filter(resolved=False).update(resolved=True)

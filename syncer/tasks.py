@@ -2,9 +2,12 @@
 
 from celery import shared_task
 from django.conf import settings
+from django.db import OperationalError
 
+from syncer import outbox
 from syncer.apply import TransientApplyError, changes_apply
 from syncer.changes import APPLY_TASK_NAME
+from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
 
 
 @shared_task(
@@ -19,3 +22,21 @@ from syncer.changes import APPLY_TASK_NAME
 def apply_changes(changes: list[dict]) -> dict:
     result = changes_apply(changes=changes)
     return {"applied": result.applied, "stale": result.stale, "failed": result.failed}
+
+
+@shared_task(
+    name=PUBLISH_TASK_NAME,
+    acks_late=True,  # idempotent: publishing an entry twice writes once
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=settings.CELERY_RETRY_BACKOFF_MAX,
+    retry_jitter=True,
+    max_retries=None,
+)
+def outbox_publish(entry_id: int) -> str:
+    return outbox.outbox_publish(entry_id=entry_id)
+
+
+@shared_task(name=SWEEP_TASK_NAME, acks_late=True)
+def outbox_sweep() -> int:
+    return outbox.outbox_sweep()

@@ -173,6 +173,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     },
 }
 CELERY_TASK_DEFAULT_QUEUE = OUTBOX_QUEUE_NAME
+CELERY_TASK_ROUTES = {"syncer.apply_changes": {"queue": SYNC_QUEUE_NAME}}
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -190,6 +191,10 @@ SYNC_MESSAGE_GROUPS = env.int("SYNC_MESSAGE_GROUPS", default=4)
 SYNC_CHANGELOG_RETENTION_HOURS = env.int("SYNC_CHANGELOG_RETENTION_HOURS", default=48)
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=8)
 OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE = {
+    # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
+    "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},
+}
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")
