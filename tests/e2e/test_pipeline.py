@@ -1,0 +1,114 @@
+"""DynamoDB -> stream -> relay -> SQS FIFO -> real celery worker -> MySQL, end to end."""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import quote
+
+import boto3
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from chefs.dynamo import ChefItem
+from chefs.models import Chef
+from syncer.models import FailedChange
+from syncer.services import failed_change_replay
+from tests.procs import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def mysql_rows() -> dict[str, tuple[str, str]]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT chef_id, cheffirst, cheflast FROM cheftable")
+        return {k: (f, last) for k, f, last in cur.fetchall()}
+
+
+def dynamo_rows() -> dict[str, tuple[str, str]]:
+    return {i.ChefId: (i.firstName, i.lastName) for i in ChefItem.scan(consistent_read=True)}
+
+
+def test_crud_through_the_new_api_reaches_mysql(api_client, worker, relay):
+    r = api_client.post("/dynamo/chefs", {"firstName": "Bobby", "lastName": "Flay"}, format="json")
+    assert r.status_code == 201, r.content
+    wait_until(lambda: mysql_rows().get("Flay#Bobby") == ("Bobby", "Flay"), what="INSERT")
+
+    url = f"/dynamo/chefs/{quote('Flay#Bobby', safe='')}"
+    assert api_client.patch(url, {"lastName": "Flay Jr"}, format="json").status_code == 200
+    wait_until(lambda: mysql_rows().get("Flay#Bobby") == ("Bobby", "Flay Jr"), what="MODIFY")
+
+    assert api_client.delete(url).status_code == 204
+    wait_until(lambda: "Flay#Bobby" not in mysql_rows(), what="REMOVE")
+
+    r = api_client.post(
+        "/dynamo/chefs",
+        {"chefId": "Flay#Bobby", "firstName": "Bobby", "lastName": "Again"},
+        format="json",
+    )
+    assert r.status_code == 201
+    wait_until(lambda: mysql_rows().get("Flay#Bobby") == ("Bobby", "Again"), what="re-create")
+    assert Chef.objects.filter(chef_id="Flay#Bobby").count() == 1
+
+
+def test_thousand_changes_survive_worker_and_relay_crashes(worker, relay):
+    client = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
+    rng = random.Random(7)
+    keys = [f"Key#{i:03d}" for i in range(150)]
+    live: set[str] = set()
+    for n in range(1000):
+        key = rng.choice(keys)
+        if key in live and rng.random() < 0.2:
+            client.delete_item(TableName="chef", Key={"ChefId": {"S": key}})
+            live.discard(key)
+        else:
+            client.put_item(
+                TableName="chef",
+                Item={
+                    "ChefId": {"S": key},
+                    "firstName": {"S": f"F{n}"},
+                    "lastName": {"S": key},
+                },
+            )
+            live.add(key)
+        if n == 300:
+            worker.kill()  # SIGKILL mid-flow: unacknowledged messages come back
+        if n == 450:
+            worker.start()
+        if n == 600:
+            relay.kill()  # SIGKILL: resumes from its MySQL checkpoint
+        if n == 700:
+            relay.start()
+    expected = dynamo_rows()
+    assert set(expected) == live
+    wait_until(lambda: mysql_rows() == expected, timeout=240, interval=1, what="convergence")
+    with connection.cursor() as cur:
+        cur.execute("SELECT COUNT(*), COUNT(DISTINCT chef_id) FROM cheftable")
+        total, distinct = cur.fetchone()
+    assert total == distinct == len(expected)
+    assert not FailedChange.objects.exists()
+
+
+def test_poison_change_is_isolated_and_replayable(worker, relay):
+    client = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
+    for i in range(5):
+        item = {"ChefId": {"S": f"Good#{i}"}, "firstName": {"S": "G"}, "lastName": {"S": str(i)}}
+        client.put_item(TableName="chef", Item=item)
+        if i == 2:
+            poison = {"ChefId": {"S": "Bad#1"}, "firstName": {"N": "42"}, "lastName": {"S": "x"}}
+            client.put_item(TableName="chef", Item=poison)
+    wait_until(lambda: len(mysql_rows()) == 5, what="the good changes")
+    failed = wait_until(lambda: list(FailedChange.objects.all()), what="the failed change")
+    assert len(failed) == 1
+    assert failed[0].key == "Bad#1" and "expected type S, got N" in failed[0].error
+    assert "Bad#1" not in mysql_rows()
+
+    # The operator fixes the payload and replays it through the same apply service.
+    fixed = failed[0]
+    fixed.payload = {**fixed.payload, "image": {**fixed.payload["image"], "firstName": {"S": "42"}}}
+    fixed.save()
+    result = failed_change_replay(failed_change=fixed)
+    assert result.applied == 1
+    assert mysql_rows()["Bad#1"] == ("42", "x")
+    fixed.refresh_from_db()
+    assert fixed.status == FailedChange.Status.REPLAYED
