@@ -380,3 +380,75 @@ def test_a_running_relay_follows_new_records_and_stops_when_asked(transactional_
     assert not thread.is_alive()
     assert [r["dynamodb"]["Keys"]["Sku"]["S"] for r in spy.records] == ["a", "b", "c"]
     assert checkpoint().records_total == 3
+
+
+class SplitStreams:
+    """A stream whose shard split (moto's single shard never closes): a closed parent
+    with two records and an open child with one, listed child first over two pages."""
+
+    def __init__(self):
+        def rec(seq: int, sku: str) -> dict:
+            return {
+                "eventID": f"ev{seq}",
+                "eventName": "INSERT",
+                "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": datetime.fromisoformat(
+                        "2026-01-01T00:00:00+00:00"
+                    ),
+                    "Keys": {"Sku": {"S": sku}},
+                    "NewImage": {"Sku": {"S": sku}},
+                    "SequenceNumber": str(seq),
+                    "SizeBytes": 1,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+            }
+
+        self.records = {"parent": [rec(1, "p1"), rec(2, "p2")], "child": [rec(3, "c1")]}
+        self.closed = {"parent"}
+
+    def describe_stream(self, StreamArn, ExclusiveStartShardId=None):  # noqa: N803
+        pages = {
+            None: ([{"ShardId": "child", "ParentShardId": "parent"}], "child"),
+            "child": ([{"ShardId": "parent"}], None),
+        }
+        shards, last = pages[ExclusiveStartShardId]
+        for s in shards:
+            ending = {"EndingSequenceNumber": "2"} if s["ShardId"] in self.closed else {}
+            s["SequenceNumberRange"] = {"StartingSequenceNumber": "1", **ending}
+        desc = {"Shards": shards}
+        if last:
+            desc["LastEvaluatedShardId"] = last
+        return {"StreamDescription": desc}
+
+    def get_shard_iterator(self, StreamArn, ShardId, ShardIteratorType, SequenceNumber=None):  # noqa: N803
+        start = 0
+        if ShardIteratorType == "AFTER_SEQUENCE_NUMBER":
+            seqs = [r["dynamodb"]["SequenceNumber"] for r in self.records[ShardId]]
+            start = seqs.index(SequenceNumber) + 1
+        return {"ShardIterator": f"{ShardId}:{start}"}
+
+    def get_records(self, ShardIterator, Limit):  # noqa: N803
+        shard, start = ShardIterator.split(":")
+        records = self.records[shard][int(start) : int(start) + Limit]
+        end = int(start) + len(records)
+        resp = {"Records": records}
+        if shard not in self.closed or end < len(self.records[shard]):
+            resp["NextShardIterator"] = f"{shard}:{end}"
+        return resp
+
+
+def test_parent_shard_is_read_to_its_end_before_its_child(db, stream_table):
+    spy = Spy(inner=lambda event, context: {"batchItemFailures": []})
+    relay(handler=spy, streams=SplitStreams()).run(once=True)
+
+    assert [r["dynamodb"]["Keys"]["Sku"]["S"] for r in spy.records] == ["p1", "p2", "c1"]
+    parent = ShardCheckpoint.objects.get(shard_id="parent")
+    child = ShardCheckpoint.objects.get(shard_id="child")
+    assert parent.finished and parent.sequence_number == "2"
+    assert not child.finished and child.sequence_number == "3"
+    assert child.parent_shard_id == "parent"
+
+    spy.events.clear()
+    relay(handler=spy, streams=SplitStreams()).run(once=True)
+    assert spy.records == []  # finished parent skipped, child resumed after its checkpoint
