@@ -147,3 +147,42 @@ def _closed_port() -> int:
     from tests.plugins.aws import free_port
 
     return free_port()
+
+
+class TestErrorClassification:
+    """Throttling cannot be provoked on moto; the classifier is checked on botocore errors."""
+
+    @pytest.mark.parametrize(
+        "code,unavailable",
+        [
+            ("ProvisionedThroughputExceededException", True),
+            ("ThrottlingException", True),
+            ("RequestLimitExceeded", True),
+            ("InternalServerError", True),
+            ("ConditionalCheckFailedException", False),
+            ("ValidationException", False),
+        ],
+    )
+    def test_client_error_codes(self, code, unavailable):
+        from botocore.exceptions import ClientError
+        from pynamodb.exceptions import UpdateError
+
+        error = ClientError({"Error": {"Code": code, "Message": "x"}}, "UpdateItem")
+        assert aws.dynamo_error_is_unavailable(error) is unavailable
+        assert aws.dynamo_error_is_unavailable(UpdateError("x", error)) is unavailable
+
+    def test_throttling_becomes_dynamo_unavailable(self):
+        from botocore.exceptions import ClientError
+        from pynamodb.exceptions import PutError
+
+        error = ClientError({"Error": {"Code": "ThrottlingException"}}, "PutItem")
+        with pytest.raises(aws.DynamoUnavailable), aws.dynamo_errors():
+            raise PutError("throttled", error)
+
+    def test_other_errors_pass_through(self):
+        from botocore.exceptions import ClientError
+        from pynamodb.exceptions import PutError
+
+        error = ClientError({"Error": {"Code": "ValidationException"}}, "PutItem")
+        with pytest.raises(PutError), aws.dynamo_errors():
+            raise PutError("bad", error)
