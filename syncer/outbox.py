@@ -113,18 +113,23 @@ def _dynamo_upsert(
     *, mapping: Mapping, key: str, values: dict[str, Any], base: int | None, creating: bool
 ) -> _Write:
     model, by_attr = _dynamo_attrs(mapping)
-    item = model(key)
     version_name = by_attr[mapping.version_attribute][0] if mapping.version_attribute else None
-    if version_name and base is not None:
-        setattr(item, version_name, base)  # pynamodb conditions the write on it
-    actions = []
-    for attr, value in values.items():
-        attribute = by_attr[attr][1]
-        actions.append(attribute.remove() if value is None else attribute.set(value))
     hash_attr = by_attr[mapping.key_attribute][1]
-    condition = hash_attr.does_not_exist() if creating else hash_attr.exists()
     try:
-        item.update(actions=actions, condition=condition)
+        if creating:
+            # A conditional put of the complete item (one INSERT record, also on moto,
+            # whose UpdateItem-as-create emits an extra key-only INSERT).
+            item = model(key, **{by_attr[a][0]: v for a, v in values.items() if v is not None})
+            item.save(condition=hash_attr.does_not_exist())
+        else:
+            item = model(key)
+            if version_name and base is not None:
+                setattr(item, version_name, base)  # pynamodb conditions the write on it
+            actions = []
+            for attr, value in values.items():
+                attribute = by_attr[attr][1]
+                actions.append(attribute.remove() if value is None else attribute.set(value))
+            item.update(actions=actions, condition=hash_attr.exists())
     except PynamoDBException as exc:
         if getattr(exc, "cause_response_code", None) == CONDITION_FAILED:
             return _Write(ok=False, error="condition failed")

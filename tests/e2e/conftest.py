@@ -24,6 +24,8 @@ def stack_env(transactional_db, aws) -> dict[str, str]:
         "DATABASE_URL": f"mysql://root@{host}:{port}/{db['NAME']}",
         "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL,
         "PYTHONUNBUFFERED": "1",
+        # Short sweep period so a lost publish task is recovered within a test's patience.
+        "OUTBOX_SWEEP_SECONDS": "2",
     }
 
 
@@ -42,6 +44,9 @@ def worker(stack_env, tmp_path):
             "2",
             "--without-gossip",
             "--without-mingle",
+            "--beat",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
             "-l",
             "info",
         ],
