@@ -5,56 +5,124 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('syncer', '0001_initial'),
+        ("syncer", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OutboxEntry',
+            name="OutboxEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('mapping', models.CharField(max_length=64)),
-                ('object_pk', models.CharField(db_collation='utf8mb4_bin', help_text='Primary key of the legacy row.', max_length=64)),
-                ('key', models.CharField(blank=True, db_collation='utf8mb4_bin', max_length=255)),
-                ('op', models.CharField(choices=[('upsert', 'create or update'), ('delete', 'delete')], max_length=16)),
-                ('values', models.JSONField(help_text='DynamoDB attribute values the edit wrote.')),
-                ('base_version', models.BigIntegerField(blank=True, help_text='Item version the legacy edit was based on.', null=True)),
-                ('status', models.CharField(choices=[('pending', 'pending publish'), ('published', 'published'), ('conflict', 'conflict (DynamoDB kept)'), ('failed', 'failed (attempts exhausted)')], default='pending', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('published_version', models.BigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('published_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("mapping", models.CharField(max_length=64)),
+                (
+                    "object_pk",
+                    models.CharField(
+                        db_collation="utf8mb4_bin",
+                        help_text="Primary key of the legacy row.",
+                        max_length=64,
+                    ),
+                ),
+                ("key", models.CharField(blank=True, db_collation="utf8mb4_bin", max_length=255)),
+                (
+                    "op",
+                    models.CharField(
+                        choices=[("upsert", "create or update"), ("delete", "delete")],
+                        max_length=16,
+                    ),
+                ),
+                ("values", models.JSONField(help_text="DynamoDB attribute values the edit wrote.")),
+                (
+                    "base_version",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="Item version the legacy edit was based on.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending publish"),
+                            ("published", "published"),
+                            ("conflict", "conflict (DynamoDB kept)"),
+                            ("failed", "failed (attempts exhausted)"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("published_version", models.BigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("published_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'outbox entries',
-                'indexes': [models.Index(fields=['status', 'next_attempt_at'], name='syncer_outb_status_71940e_idx'), models.Index(fields=['mapping', 'object_pk', 'status'], name='syncer_outb_mapping_59e0e7_idx')],
+                "verbose_name_plural": "outbox entries",
+                "indexes": [
+                    models.Index(
+                        fields=["status", "next_attempt_at"], name="syncer_outb_status_71940e_idx"
+                    ),
+                    models.Index(
+                        fields=["mapping", "object_pk", "status"],
+                        name="syncer_outb_mapping_59e0e7_idx",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Conflict',
+            name="Conflict",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('mapping', models.CharField(max_length=64)),
-                ('key', models.CharField(blank=True, db_collation='utf8mb4_bin', max_length=255)),
-                ('object_pk', models.CharField(db_collation='utf8mb4_bin', max_length=64)),
-                ('kind', models.CharField(choices=[('stale_version', 'item changed in DynamoDB since the edit'), ('key_collision', 'key already used by another item')], max_length=32)),
-                ('legacy_op', models.CharField(max_length=16)),
-                ('legacy_values', models.JSONField()),
-                ('legacy_time', models.DateTimeField()),
-                ('legacy_base_version', models.BigIntegerField(blank=True, null=True)),
-                ('dynamo_values', models.JSONField(blank=True, help_text='null: item absent', null=True)),
-                ('dynamo_version', models.BigIntegerField(blank=True, null=True)),
-                ('dynamo_time', models.DateTimeField(blank=True, null=True)),
-                ('detected_at', models.DateTimeField(auto_now_add=True)),
-                ('resolved', models.BooleanField(default=False)),
-                ('outbox_entry', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, to='syncer.outboxentry')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("mapping", models.CharField(max_length=64)),
+                ("key", models.CharField(blank=True, db_collation="utf8mb4_bin", max_length=255)),
+                ("object_pk", models.CharField(db_collation="utf8mb4_bin", max_length=64)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("stale_version", "item changed in DynamoDB since the edit"),
+                            ("key_collision", "key already used by another item"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("legacy_op", models.CharField(max_length=16)),
+                ("legacy_values", models.JSONField()),
+                ("legacy_time", models.DateTimeField()),
+                ("legacy_base_version", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "dynamo_values",
+                    models.JSONField(blank=True, help_text="null: item absent", null=True),
+                ),
+                ("dynamo_version", models.BigIntegerField(blank=True, null=True)),
+                ("dynamo_time", models.DateTimeField(blank=True, null=True)),
+                ("detected_at", models.DateTimeField(auto_now_add=True)),
+                ("resolved", models.BooleanField(default=False)),
+                (
+                    "outbox_entry",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="syncer.outboxentry",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-detected_at'],
+                "ordering": ["-detected_at"],
             },
         ),
     ]
