@@ -1,8 +1,14 @@
+import os
+import sys
+
 import pytest
+from django.conf import settings
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.procs import VENV_BIN, ManagedProcess
 
 
 @pytest.fixture
@@ -36,3 +42,64 @@ def aws(moto_server):
 
     moto_server.reset()
     return aws_resources_ensure()
+
+
+# --- real processes: a celery worker (with beat) and the relay, for end-to-end tests ---
+
+
+@pytest.fixture
+def stack_env(transactional_db, aws) -> dict[str, str]:
+    """Environment for processes that must share this test's database and moto server."""
+    db = connection.settings_dict
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 3306
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"mysql://root@{host}:{port}/{db['NAME']}",
+        "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL,
+        "PYTHONUNBUFFERED": "1",
+        # Short sweep period so a lost publish task is recovered within a test's patience.
+        "OUTBOX_SWEEP_SECONDS": "2",
+    }
+
+
+@pytest.fixture
+def worker(stack_env, tmp_path):
+    proc = ManagedProcess(
+        "worker",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--beat",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
+            "-l",
+            "info",
+        ],
+        env=stack_env,
+        log_dir=tmp_path,
+    ).start()
+    yield proc
+    proc.stop()
+    print(f"--- worker log ---\n{proc.log_tail()}")
+
+
+@pytest.fixture
+def relay(stack_env, tmp_path):
+    proc = ManagedProcess(
+        "relay",
+        [sys.executable, "manage.py", "relay_stream", "--batching-window", "0.2", "-v", "2"],
+        env=stack_env,
+        log_dir=tmp_path,
+    ).start()
+    yield proc
+    proc.stop()
+    print(f"--- relay log ---\n{proc.log_tail()}")
