@@ -34,3 +34,7 @@ up: setup
 
 down:
 	scripts/stack.sh down
+
+# The walk-through (DESIGN.md) end to end on a fresh stack and database, then stop it.
+demo: setup
+	scripts/demo.sh

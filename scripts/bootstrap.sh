@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 EXTRAS=${1:-test,deploy}
-APT_PACKAGES=(default-libmysqlclient-dev pkg-config gcc python3-dev)
+APT_PACKAGES=(default-libmysqlclient-dev pkg-config gcc python3-dev curl)
 if [[ "${BACKSYNC_BROWSER:-1}" == "1" ]]; then
   APT_PACKAGES+=(chromium)
 fi

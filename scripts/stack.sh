@@ -189,7 +189,9 @@ up() {
   if wants worker; then
     local queues
     queues=$(settings_value 'SYNC_QUEUE_NAME + "," + settings.OUTBOX_QUEUE_NAME')
-    start worker "$VENV/bin/celery" -A config worker -Q "$queues" --concurrency 2 -l info
+    # --beat: the outbox sweep (republishes lost publish tasks) runs with the worker.
+    start worker "$VENV/bin/celery" -A config worker -Q "$queues" --concurrency 2 -l info \
+      --beat --schedule "$RUN_DIR/celerybeat-schedule"
     wait_healthy worker worker_ready || fail_up
   fi
   if wants relay; then
