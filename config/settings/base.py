@@ -198,14 +198,22 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")
+# One JSON object per line (config.logging.JsonFormatter; sync lines carry key, sequence
+# and event_id). The production stack sets it; plain text otherwise.
 LOG_JSON = env.bool("LOG_JSON", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_JSON else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"botocore": {"level": "WARNING"}, "pynamodb": {"level": "WARNING"}},
 }

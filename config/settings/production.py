@@ -127,23 +127,4 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 
 
-# --- Logging: one JSON object per line for CloudWatch Logs Insights when LOG_JSON -------
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            payload["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
-
-
-if base.LOG_JSON:
-    LOGGING = {
-        **base.LOGGING,
-        "formatters": {**base.LOGGING["formatters"], "json": {"()": JsonFormatter}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
-    }
+# Logging: LOG_JSON (base settings) switches to JSON lines (config.logging.JsonFormatter).
