@@ -201,3 +201,97 @@ class Conflict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.mapping}:{self.key or self.object_pk}"
+
+
+class BackfillCheckpoint(models.Model):
+    """How far `manage.py backfill` got for one mapping and direction, so an interrupted
+    load resumes where it stopped (writes are idempotent, so a redone batch adds nothing)."""
+
+    class Direction(models.TextChoices):
+        TO_MYSQL = "mysql", "DynamoDB -> MySQL"
+        TO_DYNAMO = "dynamo", "MySQL -> DynamoDB"
+
+    mapping = models.CharField(max_length=64)
+    direction = models.CharField(max_length=16, choices=Direction.choices)
+    position = models.JSONField(
+        null=True, blank=True, help_text="Where to continue: last primary key or scan key."
+    )
+    items_read = models.BigIntegerField(default=0)
+    items_written = models.BigIntegerField(default=0)
+    items_skipped = models.BigIntegerField(default=0)
+    finished = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mapping", "direction"], name="syncer_backfillcheckpoint_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"backfill {self.mapping} -> {self.direction} ({self.items_read} read)"
+
+
+class ReconcileRun(models.Model):
+    """One `manage.py reconcile` run; its scan and compare tasks report into ReconcileTask."""
+
+    options = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"reconcile run {self.pk}"
+
+
+class ReconcileTask(models.Model):
+    """One scan segment or compare bucket of a run, with its partial report. Celery runs
+    without a result backend here, so the tasks' results are kept in this table."""
+
+    class Phase(models.TextChoices):
+        SCAN = "scan", "scan DynamoDB segment"
+        COMPARE = "compare", "compare key-hash bucket"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    run = models.ForeignKey(ReconcileRun, on_delete=models.CASCADE, related_name="tasks")
+    mapping = models.CharField(max_length=64)
+    phase = models.CharField(max_length=16, choices=Phase.choices)
+    number = models.IntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "mapping", "phase", "number"], name="syncer_reconciletask_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.mapping} {self.phase} #{self.number} ({self.status})"
+
+
+class ReconcileItem(models.Model):
+    """The DynamoDB side of a run, spilled to disk so that no process holds a whole table:
+    the compare phase reads it back one key-hash range at a time."""
+
+    run_id = models.BigIntegerField()  # no foreign key: dropped in one fast DELETE
+    mapping = models.CharField(max_length=64)
+    key_hash = models.BigIntegerField(help_text="CRC32 of the key's UTF-8 bytes.")
+    key = models.CharField(max_length=255, db_collation=KEY_COLLATION)
+    values = models.TextField(blank=True, help_text="Mapped field values (JSON).")
+    error = models.TextField(blank=True, help_text="Why the mapping refused the item.")
+    version = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run_id", "mapping", "key_hash"])]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.mapping}:{self.key}"
