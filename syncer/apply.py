@@ -312,8 +312,13 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
         state.applied_at = now
         changed_states.append(state)
     if changed_states:
-        KeyState.objects.bulk_update(
-            changed_states, ["sequence", "deleted", "item_version", "source_time", "applied_at"]
+        # The rows exist and are locked: a multi-row INSERT ... ON DUPLICATE KEY UPDATE on
+        # their primary keys writes them in one cheap statement (bulk_update's CASE WHEN
+        # per row took most of the batch's time).
+        KeyState.objects.bulk_create(
+            changed_states,
+            update_conflicts=True,
+            update_fields=["sequence", "deleted", "item_version", "source_time", "applied_at"],
         )
 
     winner_ids = {id(w) for w in winners}
