@@ -284,6 +284,7 @@ class ReconcileItem(models.Model):
 
     run_id = models.BigIntegerField()  # no foreign key: dropped in one fast DELETE
     mapping = models.CharField(max_length=64)
+    segment = models.IntegerField(default=0, help_text="Scan segment that read the item.")
     key_hash = models.BigIntegerField(help_text="CRC32 of the key's UTF-8 bytes.")
     key = models.CharField(max_length=255, db_collation=KEY_COLLATION)
     values = models.TextField(blank=True, help_text="Mapped field values (JSON).")
