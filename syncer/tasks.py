@@ -40,3 +40,21 @@ def outbox_publish(entry_id: int) -> str:
 @shared_task(name=SWEEP_TASK_NAME, acks_late=True)
 def outbox_sweep() -> int:
     return outbox.outbox_sweep()
+
+
+# --- reconcile (manage.py reconcile --distributed) ------------------------------------
+# Results go to syncer.ReconcileTask (the project runs without a result backend).
+
+
+@shared_task(name="syncer.reconcile_scan", acks_late=True)
+def reconcile_scan(run_id: int, mapping: str, segment: int) -> dict:
+    from syncer.reconcile import segment_scan_task
+
+    return segment_scan_task(run_id=run_id, mapping=mapping, segment=segment)
+
+
+@shared_task(name="syncer.reconcile_compare", acks_late=True)
+def reconcile_compare(run_id: int, mapping: str, bucket: int, buckets: int) -> dict:
+    from syncer.reconcile import bucket_compare_task
+
+    return bucket_compare_task(run_id=run_id, mapping=mapping, bucket=bucket, buckets=buckets)
