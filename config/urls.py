@@ -3,9 +3,18 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chefs.api import dynamo, legacy
+from syncer import views as syncer_views
 
 urlpatterns = [
+    # Before admin.site.urls so the admin's catch-all does not take it; staff only.
+    path(
+        "admin/sync/",
+        admin.site.admin_view(syncer_views.sync_dashboard),
+        name="sync-dashboard",
+    ),
     path("admin/", admin.site.urls),
+    path("healthz", syncer_views.healthz, name="healthz"),
+    path("metrics", syncer_views.metrics_view, name="metrics"),
     path("aurora/", legacy.LegacyStatusView.as_view(), name="legacy-status"),
     path("aurora/chefs", legacy.LegacyChefListView.as_view(), name="legacy-chefs"),
     path(

@@ -1,0 +1,277 @@
+"""Selectors for the operator's sync dashboard (admin) and the metrics gauges.
+
+Figures come from the sync's own bookkeeping in MySQL (AppliedChange: source_time ->
+applied_at is the lag of one change) and, for queue depths, from SQS. SQS being unreachable
+never breaks the page: its figures show as unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.db import models
+from django.db.models import Count, ExpressionWrapper, F, Max, Q
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from syncer.models import AppliedChange, Conflict, FailedChange, OutboxEntry, ShardCheckpoint
+
+logger = logging.getLogger(__name__)
+
+WINDOW = timedelta(hours=1)
+LAG = ExpressionWrapper(F("applied_at") - F("source_time"), output_field=models.DurationField())
+
+
+def _recent(*, now: datetime, window: timedelta = WINDOW) -> models.QuerySet[AppliedChange]:
+    return AppliedChange.objects.filter(
+        applied_at__gt=now - window, outcome=AppliedChange.Outcome.APPLIED
+    )
+
+
+# --- lag ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LagSummary:
+    samples: int
+    p50: float | None  # seconds
+    p99: float | None
+    max: float | None
+
+
+def lag_summary_get(*, now: datetime | None = None, window: timedelta = WINDOW) -> LagSummary:
+    """Lag percentiles (nearest rank) of the changes applied within the window.
+
+    Computed in the database: the count, then the row at each rank in lag order, so an hour
+    of heavy traffic never loads every row into Python.
+    """
+    now = now or timezone.now()
+    lags = _recent(now=now, window=window).filter(source_time__isnull=False).annotate(lag=LAG)
+    n = lags.count()
+    if not n:
+        return LagSummary(samples=0, p50=None, p99=None, max=None)
+    ordered = lags.order_by("lag").values_list("lag", flat=True)
+
+    def at(percent: int) -> float:
+        rank = max(1, (percent * n + 99) // 100)  # ceil(percent% of n): nearest rank
+        return ordered[rank - 1].total_seconds()
+
+    return LagSummary(samples=n, p50=at(50), p99=at(99), max=at(100))
+
+
+# --- throughput over time -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MinutePoint:
+    minute: datetime
+    applied: int
+    lag_max: float | None  # seconds
+
+
+def minutes_get(*, now: datetime | None = None, window: timedelta = WINDOW) -> list[MinutePoint]:
+    """One point per minute of the window (empty minutes included): changes applied and the
+    largest lag among them."""
+    now = now or timezone.now()
+    rows = (
+        _recent(now=now, window=window)
+        .annotate(minute=TruncMinute("applied_at"))
+        .values("minute")
+        .annotate(applied=Count("id"), lag_max=Max(LAG))
+        .order_by("minute")
+    )
+    by_minute = {r["minute"]: r for r in rows}
+    end = now.replace(second=0, microsecond=0)
+    points = []
+    steps = int(window.total_seconds() // 60)
+    for i in range(steps - 1, -1, -1):
+        minute = end - timedelta(minutes=i)
+        row = by_minute.get(minute)
+        lag = row["lag_max"] if row else None
+        points.append(
+            MinutePoint(
+                minute=minute,
+                applied=row["applied"] if row else 0,
+                lag_max=lag.total_seconds() if lag is not None else None,
+            )
+        )
+    return points
+
+
+# --- counts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncCounts:
+    applied_total: int
+    applied_last_hour: int
+    stale_total: int
+    failed_open: int
+    failed_total: int
+    conflicts_open: int
+    outbox_pending: int
+    outbox_failed: int
+    last_apply: datetime | None
+
+
+def counts_get(*, now: datetime | None = None) -> SyncCounts:
+    now = now or timezone.now()
+    applied = AppliedChange.objects.aggregate(
+        applied=Count("id", filter=Q(outcome=AppliedChange.Outcome.APPLIED)),
+        recent=Count(
+            "id",
+            filter=Q(outcome=AppliedChange.Outcome.APPLIED, applied_at__gt=now - WINDOW),
+        ),
+        stale=Count("id", filter=Q(outcome=AppliedChange.Outcome.STALE)),
+        last=Max("applied_at"),
+    )
+    failed = FailedChange.objects.aggregate(
+        open=Count("id", filter=Q(status=FailedChange.Status.FAILED)), total=Count("id")
+    )
+    outbox = OutboxEntry.objects.aggregate(
+        pending=Count("id", filter=Q(status=OutboxEntry.Status.PENDING)),
+        failed=Count("id", filter=Q(status=OutboxEntry.Status.FAILED)),
+    )
+    return SyncCounts(
+        applied_total=applied["applied"],
+        applied_last_hour=applied["recent"],
+        stale_total=applied["stale"],
+        failed_open=failed["open"],
+        failed_total=failed["total"],
+        conflicts_open=Conflict.objects.filter(resolved=False).count(),
+        outbox_pending=outbox["pending"],
+        outbox_failed=outbox["failed"],
+        last_apply=applied["last"],
+    )
+
+
+# --- queues -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    label: str
+    name: str
+    visible: int | None = None  # None: unavailable
+    in_flight: int | None = None
+    error: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.visible is not None
+
+
+def _queue_depth(client, *, label: str, name: str, url: str | None) -> QueueDepth:
+    if url is None:
+        url = client.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return QueueDepth(
+        label=label,
+        name=name,
+        visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+    )
+
+
+def queue_depths_get() -> list[QueueDepth]:
+    """Depth of the sync and outbox queues and their dead-letter queues.
+
+    A queue that cannot be read shows as unavailable; after a connection failure the
+    remaining queues are not tried (the endpoint is down: no point in waiting for each).
+    """
+    from syncer.aws import sqs_client
+
+    wanted = [
+        ("sync queue", settings.SYNC_QUEUE_NAME, settings.SYNC_QUEUE_URL),
+        ("sync dead-letter queue", settings.SYNC_DLQ_NAME, None),
+        ("outbox queue", settings.OUTBOX_QUEUE_NAME, settings.OUTBOX_QUEUE_URL),
+        ("outbox dead-letter queue", settings.OUTBOX_DLQ_NAME, None),
+    ]
+    depths: list[QueueDepth] = []
+    unreachable = ""
+    for label, name, url in wanted:
+        if unreachable:
+            depths.append(QueueDepth(label=label, name=name, error=unreachable))
+            continue
+        try:
+            depths.append(_queue_depth(sqs_client(), label=label, name=name, url=url))
+        except ClientError as exc:
+            error = exc.response.get("Error", {}).get("Code") or str(exc)
+            depths.append(QueueDepth(label=label, name=name, error=error))
+        except BotoCoreError as exc:
+            logger.warning("SQS unreachable for the dashboard: %s", exc)
+            unreachable = f"SQS unreachable: {exc}"
+            depths.append(QueueDepth(label=label, name=name, error=unreachable))
+    return depths
+
+
+# --- relay --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    table: str
+    shard_id: str
+    sequence_number: str
+    finished: bool
+    records_total: int
+    last_batch_size: int
+    last_batch_at: datetime | None
+
+
+def _table_of(stream_arn: str) -> str:
+    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+    parts = stream_arn.split("/")
+    return parts[1] if len(parts) > 2 and parts[0].endswith(":table") else stream_arn
+
+
+def checkpoints_get() -> list[CheckpointRow]:
+    return [
+        CheckpointRow(
+            table=_table_of(cp.stream_arn),
+            shard_id=cp.shard_id,
+            sequence_number=cp.sequence_number,
+            finished=cp.finished,
+            records_total=cp.records_total,
+            last_batch_size=cp.last_batch_size,
+            last_batch_at=cp.last_batch_at,
+        )
+        for cp in ShardCheckpoint.objects.order_by("stream_arn", "shard_id")
+    ]
+
+
+# --- everything for the page --------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    now: datetime
+    lag: LagSummary
+    minutes: list[MinutePoint]
+    counts: SyncCounts
+    queues: list[QueueDepth]
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+
+    @property
+    def relay_last_batch(self) -> datetime | None:
+        times = [c.last_batch_at for c in self.checkpoints if c.last_batch_at]
+        return max(times) if times else None
+
+
+def dashboard_get(*, now: datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    return Dashboard(
+        now=now,
+        lag=lag_summary_get(now=now),
+        minutes=minutes_get(now=now),
+        counts=counts_get(now=now),
+        queues=queue_depths_get(),
+        checkpoints=checkpoints_get(),
+    )
