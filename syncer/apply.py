@@ -25,6 +25,7 @@ from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from syncer import metrics
 from syncer.changes import EVENT_NAMES
 from syncer.models import AppliedChange, FailedChange, KeyState
 from syncer.registry import Mapping, MappingError, registry
@@ -186,6 +187,7 @@ def failed_change_record(
         "change failed",
         extra={"event_id": event_id, "key": key, "sequence": seq, "error": error},
     )
+    metrics.failed_record(mapping=mapping, event=failed.event_name, source=source)
     return failed
 
 
@@ -340,6 +342,17 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
         for item in items
     ]
     AppliedChange.objects.bulk_create(log)
+    metrics.applied_record(
+        mapping=mapping.name,
+        items=[
+            (
+                c.event_name,
+                c.outcome,
+                (now - c.source_time).total_seconds() if c.source_time else None,
+            )
+            for c in log
+        ],
+    )
     for item in winners:
         logger.debug(
             "applied %s",

@@ -28,6 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 from pynamodb.exceptions import PynamoDBException
 
+from syncer import metrics
 from syncer.apply import image_fetch
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.registry import Mapping, MappingError, registry
@@ -233,7 +234,16 @@ def _record_conflict(
         dynamo_version=mapping.version_from_image(image),
         dynamo_time=state.source_time if state else None,
     )
-    logger.warning("outbox conflict: %s", kind, extra={"key": key, "object_pk": last.object_pk})
+    logger.warning(
+        "outbox conflict: %s",
+        kind,
+        extra={
+            "key": key,
+            "sequence": None,
+            "event_id": f"outbox:{last.pk}",
+            "object_pk": last.object_pk,
+        },
+    )
     return conflict
 
 
@@ -249,11 +259,19 @@ def outbox_publish(*, entry_id: int) -> str:
     mapping = registry.get(head.mapping)
     try:
         with transaction.atomic():
-            return _publish_locked(mapping, head)
+            outcome = _publish_locked(mapping, head)
     except (PynamoDBException, BotoCoreError, ClientError) as exc:
         # DynamoDB unreachable, throttled or refusing: count it; the sweep retries later.
         _count_failure(mapping, head, f"{type(exc).__name__}: {exc}")
-        return "retry"
+        outcome = "retry"
+    metrics.outbox_publish_record(mapping=mapping.name, outcome=outcome)
+    logger.info(
+        "outbox entry %s: %s",
+        entry_id,
+        outcome,
+        extra={"key": head.key, "sequence": None, "event_id": f"outbox:{entry_id}"},
+    )
+    return outcome
 
 
 def _count_failure(mapping: Mapping, head: OutboxEntry, error: str) -> None:
@@ -272,7 +290,16 @@ def _count_failure(mapping: Mapping, head: OutboxEntry, error: str) -> None:
             if entry.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
                 entry.status = OutboxEntry.Status.FAILED
             entry.save(update_fields=["attempts", "last_error", "next_attempt_at", "status"])
-    logger.warning("outbox publish failed: %s", error, extra={"object_pk": head.object_pk})
+    logger.warning(
+        "outbox publish failed: %s",
+        error,
+        extra={
+            "key": head.key,
+            "sequence": None,
+            "event_id": f"outbox:{head.pk}",
+            "object_pk": head.object_pk,
+        },
+    )
 
 
 def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:

@@ -35,6 +35,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from syncer import metrics
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.registry import registry
 
@@ -54,20 +55,25 @@ class RelayError(Exception):
 
 def default_handler() -> Handler:
     """The real stream handler, configured from Django settings through its environment
-    variables, exactly as the Lambda is configured from its function environment."""
-    os.environ["SYNC_QUEUE_URL"] = settings.SYNC_QUEUE_URL
-    os.environ["SYNC_QUEUE_NAME"] = settings.SYNC_QUEUE_NAME
-    os.environ["AWS_REGION"] = settings.AWS_REGION
-    os.environ["SYNC_MESSAGE_GROUPS"] = str(settings.SYNC_MESSAGE_GROUPS)
-    if settings.AWS_ENDPOINT_URL:
-        os.environ["AWS_ENDPOINT_URL"] = settings.AWS_ENDPOINT_URL
-    else:
-        os.environ.pop("AWS_ENDPOINT_URL", None)
+    variables, exactly as the Lambda is configured from its function environment.
+
+    The variables are handed to the handler's config, not written into os.environ, so
+    they do not leak into subprocesses started later by the same process."""
     from syncer import stream_handler
 
-    # Imported earlier in this process with another environment (tests): rebuild.
-    if stream_handler.SENDER.config != stream_handler.HandlerConfig.from_env():
-        stream_handler.configure()
+    environ = {
+        **os.environ,
+        "SYNC_QUEUE_URL": settings.SYNC_QUEUE_URL,
+        "SYNC_QUEUE_NAME": settings.SYNC_QUEUE_NAME,
+        "AWS_REGION": settings.AWS_REGION,
+        "SYNC_MESSAGE_GROUPS": str(settings.SYNC_MESSAGE_GROUPS),
+    }
+    if settings.AWS_ENDPOINT_URL:
+        environ["AWS_ENDPOINT_URL"] = settings.AWS_ENDPOINT_URL
+    else:
+        environ.pop("AWS_ENDPOINT_URL", None)
+    if stream_handler.SENDER.config != stream_handler.HandlerConfig.from_env(environ):
+        stream_handler.configure(environ)
     return stream_handler.handler
 
 
@@ -441,6 +447,7 @@ class StreamRelay:
                         attempt,
                         self.max_retries + 1,
                         error,
+                        extra=_log_fields(state, r),
                     )
             self.stats.retries += 1
             if self._stop.wait(self.retry_backoff * 2 ** (attempt - 1)):
@@ -466,11 +473,15 @@ class StreamRelay:
             ]
         )
         self.stats.records += len(handed_on)
+        metrics.relay_batch_record(
+            table=state.table, records=len(handed_on), batch=bool(batch_size)
+        )
         logger.debug(
             "shard %s: %d record(s) handed on, checkpoint %s",
             state.label,
             len(handed_on),
             cp.sequence_number,
+            extra={"sequence": cp.sequence_number, "shard": state.shard_id},
         )
 
     @transaction.atomic
@@ -498,9 +509,20 @@ class StreamRelay:
                 _seq(record),
                 record["dynamodb"].get("Keys"),
                 attempts,
+                extra=_log_fields(state, record),
             )
         self.stats.failed += len(still_failing)
         self._checkpoint(state, pending, batch_size=len(pending))
+
+
+def _log_fields(state: ShardState, record: dict[str, Any]) -> dict[str, Any]:
+    """key, sequence and event_id of a stream record, for structured (JSON) log lines."""
+    keys = record["dynamodb"].get("Keys") or {}
+    try:
+        key = registry.for_table(state.table).key_from_keys(keys)
+    except (LookupError, ValueError):
+        key = str(keys)
+    return {"key": key, "sequence": _seq(record), "event_id": record.get("eventID")}
 
 
 def failed_stream_record_keep(
@@ -544,4 +566,5 @@ def failed_stream_record_keep(
             resolved_at=None,
         )
         failed.refresh_from_db()
+    metrics.failed_record(mapping=mapping_name, event=failed.event_name, source="stream")
     return failed
