@@ -34,6 +34,9 @@ class LegacyChefCreateInput(serializers.Serializer):
 class LegacyChefUpdateInput(serializers.Serializer):
     firstName = NameField()  # noqa: N815
     lastName = NameField()  # noqa: N815
+    # Optional: the DynamoDB item version the client saw (GET /dynamo/chefs/<key>). An edit
+    # based on an older version is not written over DynamoDB; it becomes a conflict.
+    version = serializers.IntegerField(required=False, min_value=1)
 
 
 def _get_or_404(chef_pk: int) -> Chef:
@@ -116,6 +119,7 @@ class LegacyChefDetailView(APIView):
             chef=chef,
             first_name=data.validated_data.get("firstName"),
             last_name=data.validated_data.get("lastName"),
+            seen_version=data.validated_data.get("version"),
         )
         return Response(LegacyChefOutput(chef).data)
 

@@ -208,3 +208,29 @@ class TestSchema:
         html = response.content.decode()
         assert "swagger-ui" in html
         assert "cdn." not in html and "unpkg" not in html
+
+
+class TestOutbox:
+    """Every legacy write records what the outbox publishes (tests/syncer/test_outbox.py)."""
+
+    def test_writes_record_outbox_entries(self, api_client):
+        from syncer.models import OutboxEntry
+
+        body = api_client.post(
+            "/aurora/chefs", {"firstName": "A", "lastName": "B"}, format="json"
+        ).json()
+        api_client.patch(
+            f"/aurora/chefs/{body['id']}", {"lastName": "C", "version": 3}, format="json"
+        )
+        api_client.delete(f"/aurora/chefs/{body['id']}")
+        entries = list(OutboxEntry.objects.order_by("pk").values_list("op", "values"))
+        assert entries == [
+            ("upsert", {"firstName": "A", "lastName": "B"}),
+            ("upsert", {"firstName": "A", "lastName": "C"}),
+            ("delete", {"firstName": "A", "lastName": "C"}),
+        ]
+
+    def test_bad_version_is_400(self, api_client):
+        chef = ChefFactory()
+        response = api_client.patch(f"/aurora/chefs/{chef.id}", {"version": "x"}, format="json")
+        assert response.status_code == 400 and "version" in response.json()
