@@ -1,0 +1,170 @@
+"""Compare each mapped DynamoDB table with its MySQL table, report drift, optionally repair."""
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from syncer.aws import DynamoUnavailable
+from syncer.reconcile import (
+    DRIFT_KINDS,
+    REPAIR_DIRECTIONS,
+    ReconcileError,
+    ReconcileOptions,
+    ReconcileReport,
+    mappings_resolve,
+    reconcile_run,
+)
+
+EXIT_IN_SYNC, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+KIND_LABELS = {
+    "equal": "equal",
+    "missing_in_mysql": "missing in MySQL",
+    "missing_in_dynamo": "missing in DynamoDB",
+    "different": "different",
+    "tombstoned": "key present in a tombstone",
+    "unkeyed": "MySQL rows without a key",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Compare each mapped DynamoDB table (parallel Scan) with its MySQL table, field by "
+        "field through the mapping, and report what differs; optionally repair it. "
+        "Exit status, like diff: 0 = in sync (or every difference was repaired), "
+        "1 = drift found, 2 = error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "mappings", nargs="*", metavar="MAPPING", help="Mapping names. Default: all."
+        )
+        parser.add_argument(
+            "--segments", type=int, default=4, help="Parallel Scan segments (default 4)."
+        )
+        parser.add_argument(
+            "--consistent", action="store_true", help="Strongly consistent Scan reads."
+        )
+        parser.add_argument(
+            "--bucket-rows",
+            type=int,
+            default=20_000,
+            help="Keys per compare bucket: bounds memory (default 20000).",
+        )
+        parser.add_argument(
+            "--buckets", type=int, default=None, help="Fixed number of compare buckets."
+        )
+        parser.add_argument(
+            "--samples", type=int, default=5, help="Samples shown per kind (default 5)."
+        )
+        parser.add_argument(
+            "--repair",
+            choices=REPAIR_DIRECTIONS,
+            help="to-mysql: DynamoDB wins (key resync); to-dynamo: MySQL wins (outbox), "
+            "each write conditioned on what the scan read.",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="With --repair: print what would change."
+        )
+        parser.add_argument(
+            "--distributed",
+            action="store_true",
+            help="Run scan segments and compare buckets as Celery tasks on the broker.",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=3600.0,
+            help="--distributed: seconds to wait for each phase's tasks (default 3600).",
+        )
+        parser.add_argument("--format", choices=("text", "json"), default="text")
+
+    def execute(self, *args, **options):
+        # Any failure is exit status 2: 1 means "drift found", as with diff.
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            exc.returncode = EXIT_ERROR
+            raise
+        except (ReconcileError, DynamoUnavailable) as exc:
+            raise CommandError(str(exc), returncode=EXIT_ERROR) from exc
+        except Exception as exc:
+            if options.get("traceback"):
+                raise
+            raise CommandError(f"{type(exc).__name__}: {exc}", returncode=EXIT_ERROR) from exc
+
+    def handle(self, *args, **options):
+        if options["dry_run"] and not options["repair"]:
+            raise CommandError("--dry-run needs --repair to-mysql|to-dynamo")
+        verbosity = options["verbosity"]
+        reconcile_options = ReconcileOptions(
+            segments=options["segments"],
+            consistent=options["consistent"],
+            bucket_rows=options["bucket_rows"],
+            buckets=options["buckets"],
+            samples=options["samples"],
+            repair=options["repair"],
+            dry_run=options["dry_run"],
+        )
+        mappings = mappings_resolve(options["mappings"])
+        show_progress = verbosity > 0 and self.stderr.isatty()
+        as_text = options["format"] == "text"
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if not show_progress:
+                return
+            if total:
+                width = 30
+                filled = width * done // total
+                bar = "#" * filled + "." * (width - filled)
+                self.stderr.write(f"\r{phase:8} [{bar}] {done}/{total}", ending="")
+            else:
+                self.stderr.write(f"\r{phase:8} {done} items", ending="")
+            if total and done >= total:
+                self.stderr.write("")
+
+        def on_action(line: str) -> None:
+            # Every planned or made change, on stdout in text mode (stderr next to JSON).
+            if verbosity >= 1 and (reconcile_options.dry_run or verbosity >= 2):
+                (self.stdout if as_text else self.stderr).write(line)
+
+        report = reconcile_run(
+            mappings=mappings,
+            options=reconcile_options,
+            distributed=options["distributed"],
+            progress=progress,
+            on_action=on_action,
+            timeout=options["timeout"],
+        )
+        if show_progress:
+            self.stderr.write("")
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
+        elif verbosity > 0:
+            self._write_text(report, verbosity)
+        self.stdout.flush()
+        if report.unrepaired:
+            sys.exit(EXIT_DRIFT)
+
+    def _write_text(self, report: ReconcileReport, verbosity: int) -> None:
+        for m in report.mappings:
+            style = self.style.WARNING if m.drift else self.style.SUCCESS
+            self.stdout.write(
+                style(
+                    f"{m.mapping} (DynamoDB {m.table} <-> {m.model}): "
+                    f"{'in sync' if not m.drift else f'{m.drift} difference(s)'}; "
+                    f"{m.dynamo_items} item(s), {m.mysql_rows} row(s), "
+                    f"{m.segments} segment(s), {m.buckets} bucket(s)"
+                )
+            )
+            for kind, label in KIND_LABELS.items():
+                self.stdout.write(f"  {label:28} {m.counts[kind]}")
+            if report.options.get("repair"):
+                done = ", ".join(f"{k}={v}" for k, v in m.repairs.items() if v)
+                self.stdout.write(f"  repair: {done or 'nothing to do'}")
+            for kind in DRIFT_KINDS:
+                for sample in m.samples[kind]:
+                    self.stdout.write(f"  [{KIND_LABELS[kind]}] {json.dumps(sample, default=str)}")
+        if verbosity > 1:
+            self.stdout.write(f"run {report.run_id}")

@@ -1,0 +1,842 @@
+"""Reconcile: find drift between each mapped DynamoDB table and its MySQL table, and repair it.
+
+How it stays memory-bounded at any table size (neither table is ever held whole):
+1. Scan phase: DynamoDB is read with a parallel Scan in N segments. Each item is converted
+   through the mapping (`row_from_image`) and spilled, with the CRC32 of its key, into
+   `ReconcileItem` rows in bulk. Nothing is kept in memory beyond one page.
+2. Compare phase: the 32-bit key-hash space is cut into B equal ranges ("buckets"), B chosen
+   from the row counts so that a bucket holds about `bucket_rows` keys. For one bucket, the
+   spilled DynamoDB items are loaded into a dict, then the MySQL rows whose
+   `CRC32(key)` falls in the same range are streamed past it; what is left in the dict is
+   missing in MySQL. Peak memory is one bucket, whatever the table size.
+3. Each bucket's outcome is a partial report (counts and the first samples by key); the
+   run's report is their sum. `--distributed` runs the very same scan and compare steps as
+   Celery tasks that store their partial reports in `ReconcileTask`, so the aggregated
+   report equals the local one by construction.
+
+Repairs go through the existing write paths, never a second one:
+- to MySQL: `syncer.outbox.key_resync` (locks the key state, consistent read, applies
+  DynamoDB's current state: never older than what the scan saw).
+- to DynamoDB: the outbox (`outbox_record` + `outbox_publish`), with the entry's base
+  version set to the version the scan read, so the conditional write is refused if the
+  item changed after the scan. An item missing in DynamoDB is re-created with the outbox's
+  conditional put ("key absent"); an item missing in MySQL is deleted with the outbox's
+  delete conditioned on the scanned version.
+Keys with a legacy write still pending in the outbox are in flight, not repaired.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.db.models import F, Func, Q
+from django.utils import timezone
+
+from syncer.models import KeyState, OutboxEntry, ReconcileItem, ReconcileRun, ReconcileTask
+from syncer.registry import Mapping, MappingError, registry
+
+logger = logging.getLogger(__name__)
+
+SCAN_TASK_NAME = "syncer.reconcile_scan"
+COMPARE_TASK_NAME = "syncer.reconcile_compare"
+
+HASH_SPACE = 2**32  # CRC32 values
+SPILL_BATCH = 1000
+MYSQL_CHUNK = 2000
+
+# Drift kinds, in report order. "tombstoned": the key exists in a store while its key
+# state says the item was removed (a lost REMOVE, or a resurrection).
+KINDS = (
+    "equal",
+    "missing_in_mysql",
+    "missing_in_dynamo",
+    "different",
+    "tombstoned",
+    "unkeyed",
+)
+DRIFT_KINDS = KINDS[1:]
+REPAIR_DIRECTIONS = ("to-mysql", "to-dynamo")
+REPAIR_OUTCOMES = ("repaired", "would_repair", "skipped", "failed")
+
+
+class ReconcileError(Exception):
+    """The run cannot go on (bad options, a task failed, DynamoDB unreachable)."""
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    segments: int = 4
+    consistent: bool = False
+    bucket_rows: int = 20_000
+    buckets: int | None = None  # fixed bucket count (tests); None: from the row counts
+    samples: int = 5
+    repair: str | None = None  # "to-mysql" | "to-dynamo"
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MappingReport:
+    mapping: str
+    table: str = ""
+    model: str = ""
+    segments: int = 0
+    buckets: int = 0
+    dynamo_items: int = 0
+    mysql_rows: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    samples: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {k: [] for k in DRIFT_KINDS}
+    )
+    repairs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REPAIR_OUTCOMES, 0))
+
+    @property
+    def drift(self) -> int:
+        return sum(self.counts[k] for k in DRIFT_KINDS)
+
+    def merge(self, other: dict[str, Any], *, samples: int) -> None:
+        """Add a partial report (as_dict of a bucket); samples stay the first by key."""
+        self.dynamo_items += other.get("dynamo_items", 0)
+        self.mysql_rows += other.get("mysql_rows", 0)
+        for kind, n in other["counts"].items():
+            self.counts[kind] += n
+        for kind, items in other["samples"].items():
+            merged = self.samples[kind] + items
+            self.samples[kind] = sorted(merged, key=_sample_order)[:samples]
+        for outcome, n in other.get("repairs", {}).items():
+            self.repairs[outcome] += n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mapping": self.mapping,
+            "table": self.table,
+            "model": self.model,
+            "segments": self.segments,
+            "buckets": self.buckets,
+            "dynamo_items": self.dynamo_items,
+            "mysql_rows": self.mysql_rows,
+            "counts": dict(self.counts),
+            "drift": self.drift,
+            "samples": {k: list(v) for k, v in self.samples.items()},
+            "repairs": dict(self.repairs),
+        }
+
+
+def _sample_order(sample: dict[str, Any]) -> tuple:
+    pk = sample.get("pk")
+    return (str(sample.get("key") or ""), pk if isinstance(pk, int) else -1, str(pk or ""))
+
+
+@dataclass
+class ReconcileReport:
+    run_id: int
+    options: dict[str, Any]
+    mappings: list[MappingReport]
+
+    @property
+    def drift(self) -> int:
+        return sum(m.drift for m in self.mappings)
+
+    @property
+    def unrepaired(self) -> int:
+        """Drift that is still there after the run (all of it without a real repair)."""
+        if not self.options.get("repair") or self.options.get("dry_run"):
+            return self.drift
+        return sum(m.drift - m.repairs["repaired"] for m in self.mappings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "options": self.options,
+            "in_sync": self.drift == 0,
+            "drift": self.drift,
+            "mappings": [m.as_dict() for m in self.mappings],
+        }
+
+
+# --- hashing: Python and MySQL agree on CRC32 of the key's UTF-8 bytes --------------------
+
+
+def key_hash(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8"))
+
+
+class _Crc32(Func):
+    function = "CRC32"
+    output_field = models.BigIntegerField()
+
+
+def bucket_range(bucket: int, buckets: int) -> tuple[int, int]:
+    """The half-open hash range [lo, hi) of a bucket."""
+    return bucket * HASH_SPACE // buckets, (bucket + 1) * HASH_SPACE // buckets
+
+
+def _canonical(row: dict[str, Any]) -> dict[str, Any]:
+    """Field values as JSON would carry them, so both sides compare alike."""
+    return json.loads(json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True))
+
+
+# --- DynamoDB scan ----------------------------------------------------------------------
+
+# A source of scan pages: (mapping, segment, total_segments, consistent) -> pages of items.
+PageSource = Callable[[Mapping, int, int, bool], Iterable[list[dict[str, Any]]]]
+
+
+def dynamo_scan_pages(
+    mapping: Mapping, segment: int, total_segments: int, consistent: bool
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of one parallel-Scan segment of the mapping's table (DynamoDB JSON items)."""
+    from syncer.aws import dynamo_errors, dynamodb_client
+
+    client = dynamodb_client()
+    kwargs: dict[str, Any] = {
+        "TableName": mapping.table_name,
+        "Segment": segment,
+        "TotalSegments": total_segments,
+        "ConsistentRead": consistent,
+    }
+    while True:
+        with dynamo_errors():
+            page = client.scan(**kwargs)
+        yield page.get("Items", [])
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return
+        kwargs["ExclusiveStartKey"] = start
+
+
+def _spill_item(run_id: int, mapping: Mapping, segment: int, item: dict[str, Any]) -> ReconcileItem:
+    typed = item.get(mapping.key_attribute)
+    try:
+        key = mapping.key_from_keys({mapping.key_attribute: typed})
+    except MappingError:
+        key = json.dumps(typed)[:255]
+        return ReconcileItem(
+            run_id=run_id, mapping=mapping.name, segment=segment, key_hash=key_hash(key),
+            key=key, error="key: not a valid key",
+        )  # fmt: skip
+    values, error = "", ""
+    try:
+        values = json.dumps(_canonical(mapping.row_from_image(item)), sort_keys=True)
+    except MappingError as exc:
+        error = str(exc)[:2000]
+    return ReconcileItem(
+        run_id=run_id,
+        mapping=mapping.name,
+        segment=segment,
+        key_hash=key_hash(key),
+        key=key,
+        values=values,
+        error=error,
+        version=mapping.version_from_image(item),
+    )
+
+
+def segment_scan(
+    *,
+    run_id: int,
+    mapping: Mapping,
+    segment: int,
+    total_segments: int,
+    consistent: bool,
+    pages: Iterable[list[dict[str, Any]]] | None = None,
+) -> int:
+    """Scan one segment and spill its items. Returns how many items were spilled."""
+    pages = pages if pages is not None else dynamo_scan_pages(
+        mapping, segment, total_segments, consistent
+    )  # fmt: skip
+    count = 0
+    for page in pages:
+        spilled = [_spill_item(run_id, mapping, segment, item) for item in page]
+        for start in range(0, len(spilled), SPILL_BATCH):
+            ReconcileItem.objects.bulk_create(spilled[start : start + SPILL_BATCH])
+        count += len(spilled)
+    return count
+
+
+def _scan_parallel(
+    *,
+    run_id: int,
+    mapping: Mapping,
+    options: ReconcileOptions,
+    source: PageSource,
+    progress: Callable[[str, int], None],
+) -> int:
+    """Local parallel Scan: threads read the segments, this thread spills their pages (so
+    every database write stays on this thread's connection). The queue is bounded, so at
+    most a few pages wait in memory."""
+    pages: queue.Queue = queue.Queue(maxsize=2 * options.segments)
+    done = object()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read(segment: int) -> None:
+        try:
+            for page in source(mapping, segment, options.segments, options.consistent):
+                if stop.is_set():
+                    return
+                pages.put((segment, page))
+        except BaseException as exc:  # noqa: BLE001 - handed to the spilling thread
+            errors.append(exc)
+        finally:
+            pages.put(done)
+
+    count = 0
+    with ThreadPoolExecutor(max_workers=options.segments) as pool:
+        for segment in range(options.segments):
+            pool.submit(read, segment)
+        finished = 0
+        try:
+            while finished < options.segments:
+                got = pages.get()
+                if got is done:
+                    finished += 1
+                    continue
+                segment, page = got
+                count += segment_scan(
+                    run_id=run_id,
+                    mapping=mapping,
+                    segment=segment,
+                    total_segments=options.segments,
+                    consistent=options.consistent,
+                    pages=[page],
+                )
+                progress("scan", len(page))
+        finally:
+            stop.set()
+            while finished < options.segments:  # unblock readers waiting on a full queue
+                if pages.get() is done:
+                    finished += 1
+    if errors:
+        raise errors[0]
+    return count
+
+
+# --- compare ----------------------------------------------------------------------------
+
+
+def _mysql_rows(mapping: Mapping, lo: int, hi: int) -> Iterator[dict[str, Any]]:
+    model = mapping.get_model()
+    fields = [fm.field for fm in mapping.fields]
+    return (
+        model.objects.exclude(**{f"{mapping.key_field}__isnull": True})
+        .exclude(**{mapping.key_field: ""})
+        .annotate(_key_hash=_Crc32(F(mapping.key_field)))
+        .filter(_key_hash__gte=lo, _key_hash__lt=hi)
+        .order_by()
+        .values("pk", mapping.key_field, *fields)
+        .iterator(chunk_size=MYSQL_CHUNK)
+    )
+
+
+def _tombstones(mapping: Mapping, lo: int, hi: int) -> set[str]:
+    return set(
+        KeyState.objects.filter(mapping=mapping.name, deleted=True)
+        .annotate(_key_hash=_Crc32(F("key")))
+        .filter(_key_hash__gte=lo, _key_hash__lt=hi)
+        .values_list("key", flat=True)
+    )
+
+
+@dataclass
+class _Drift:
+    kind: str
+    key: str
+    pk: Any = None
+    mysql: dict[str, Any] | None = None
+    dynamo: dict[str, Any] | None = None
+    version: int | None = None  # item version the scan read
+    error: str = ""
+    tombstoned: bool = False
+    fields: list[str] = field(default_factory=list)
+
+    def sample(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key}
+        if self.pk is not None:
+            out["pk"] = self.pk
+        if self.fields:
+            out["fields"] = self.fields
+        out["mysql"] = self.mysql
+        out["dynamo"] = self.dynamo
+        if self.version is not None:
+            out["version"] = self.version
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def bucket_compare(
+    *,
+    run_id: int,
+    mapping: Mapping,
+    bucket: int,
+    buckets: int,
+    options: ReconcileOptions,
+    on_action: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Compare one key-hash bucket of both stores (and repair it when asked).
+
+    Returns the bucket's partial report (the `as_dict` shape of MappingReport)."""
+    lo, hi = bucket_range(bucket, buckets)
+    fields = [fm.field for fm in mapping.fields]
+    dynamo: dict[str, tuple[str, str, int | None]] = {
+        key: (values, error, version)
+        for key, values, error, version in ReconcileItem.objects.filter(
+            run_id=run_id, mapping=mapping.name, key_hash__gte=lo, key_hash__lt=hi
+        ).values_list("key", "values", "error", "version")
+    }
+    tombstones = _tombstones(mapping, lo, hi)
+    report = MappingReport(mapping=mapping.name)
+    report.dynamo_items = len(dynamo)
+    drifts: list[_Drift] = []
+
+    for row in _mysql_rows(mapping, lo, hi):
+        report.mysql_rows += 1
+        key = row[mapping.key_field]
+        mysql_values = _canonical({f: row[f] for f in fields})
+        found = dynamo.pop(key, None)
+        if found is None:
+            drifts.append(_Drift("missing_in_dynamo", key, pk=row["pk"], mysql=mysql_values))
+            continue
+        values, error, version = found
+        if error:
+            drifts.append(
+                _Drift("different", key, pk=row["pk"], mysql=mysql_values, version=version,
+                       error=error)
+            )  # fmt: skip
+            continue
+        dynamo_values = json.loads(values)
+        differ = [f for f in fields if mysql_values.get(f) != dynamo_values.get(f)]
+        if differ:
+            drifts.append(
+                _Drift("different", key, pk=row["pk"], mysql=mysql_values, dynamo=dynamo_values,
+                       version=version, fields=differ)
+            )  # fmt: skip
+        elif key in tombstones:
+            drifts.append(
+                _Drift("tombstoned", key, pk=row["pk"], mysql=mysql_values, dynamo=dynamo_values,
+                       version=version)
+            )  # fmt: skip
+        else:
+            report.counts["equal"] += 1
+    for key, (values, error, version) in dynamo.items():
+        drifts.append(
+            _Drift("missing_in_mysql", key, dynamo=json.loads(values) if values else None,
+                   version=version, error=error)
+        )  # fmt: skip
+    del dynamo
+
+    for drift in drifts:
+        # A key present in a store while its key state says "removed" is flagged whatever
+        # else is wrong with it; its primary kind is still counted once.
+        drift.tombstoned = drift.key in tombstones
+        report.counts[drift.kind] += 1
+        if drift.tombstoned and drift.kind != "tombstoned":
+            report.counts["tombstoned"] += 1
+        if options.repair:
+            outcome, action = _repair(mapping, drift, options)
+            report.repairs[outcome] += 1
+            if on_action is not None and action:
+                on_action(f"{mapping.name} {drift.key}: {action}")
+    for kind in DRIFT_KINDS:
+        chosen = sorted(
+            (d for d in drifts if d.kind == kind or (kind == "tombstoned" and d.tombstoned)),
+            key=lambda d: d.key,
+        )[: options.samples]
+        report.samples[kind] = [d.sample() for d in chosen]
+    return report.as_dict()
+
+
+# --- repair -------------------------------------------------------------------------------
+
+
+def _pending_outbox(mapping: Mapping, drift: _Drift) -> bool:
+    where = Q(key=drift.key)
+    if drift.pk is not None:
+        where |= Q(object_pk=str(drift.pk))
+    return OutboxEntry.objects.filter(
+        where, mapping=mapping.name, status=OutboxEntry.Status.PENDING
+    ).exists()
+
+
+def _plan(drift: _Drift, direction: str) -> str:
+    if direction == "to-mysql":
+        if drift.kind == "missing_in_dynamo":
+            return "delete the MySQL row (absent in DynamoDB)"
+        return "write DynamoDB's current item to MySQL"
+    if drift.kind == "missing_in_mysql":
+        return f"delete the DynamoDB item (if still at version {drift.version})"
+    if drift.kind == "missing_in_dynamo":
+        return "create the DynamoDB item from the MySQL row (if still absent)"
+    if drift.kind == "tombstoned":
+        return "clear the tombstone (both stores hold the same item)"
+    return f"write the MySQL row's values to DynamoDB (if still at version {drift.version})"
+
+
+def _repair(mapping: Mapping, drift: _Drift, options: ReconcileOptions) -> tuple[str, str]:
+    """Repair one drifted key. Returns (outcome, description)."""
+    plan = _plan(drift, options.repair)
+    if _pending_outbox(mapping, drift):
+        return "skipped", f"skipped, a legacy write is pending in the outbox ({plan})"
+    if options.dry_run:
+        return "would_repair", f"would {plan}"
+    try:
+        if options.repair == "to-mysql" or drift.kind == "tombstoned":
+            from syncer.outbox import key_resync
+
+            key_resync(mapping=mapping, key=drift.key)
+            return "repaired", plan
+        ok = _repair_to_dynamo(mapping, drift)
+    except Exception as exc:  # noqa: BLE001 - one bad key must not stop the run
+        logger.warning("reconcile repair failed", extra={"key": drift.key, "error": str(exc)})
+        return "failed", f"failed to {plan}: {type(exc).__name__}: {exc}"
+    if not ok:
+        return "skipped", f"skipped, the item changed after the scan ({plan})"
+    return "repaired", plan
+
+
+def _repair_to_dynamo(mapping: Mapping, drift: _Drift) -> bool:
+    """Make DynamoDB hold the MySQL state of the key, through the outbox's writes, each
+    conditioned on what the scan read. False: refused, the item changed since the scan."""
+    from syncer import outbox
+
+    if drift.kind == "missing_in_mysql":
+        with transaction.atomic():
+            state = outbox._state_locked(mapping, drift.key)
+            write = outbox._dynamo_delete(mapping=mapping, key=drift.key, base=drift.version)
+            if write.ok:
+                state.item_version = None
+                state.save(update_fields=["item_version"])
+        return write.ok
+    model = mapping.get_model()
+    if drift.kind == "missing_in_dynamo":
+        row = model.objects.filter(pk=drift.pk).first()
+        if row is None:
+            return False
+        values = outbox._row_values(mapping, row)
+        with transaction.atomic():
+            state = outbox._state_locked(mapping, drift.key)
+            # "Key absent" condition: an item created after the scan is never overwritten.
+            write = outbox._dynamo_upsert(
+                mapping=mapping, key=drift.key, values=values, base=None, creating=True
+            )
+            if write.ok:
+                state.item_version = write.version
+                state.deleted = False
+                state.save(update_fields=["item_version", "deleted"])
+        return write.ok
+    # different: a normal outbox publish, based on the version the scan read.
+    with transaction.atomic():
+        row = model.objects.select_for_update().filter(pk=drift.pk).first()
+        if row is None:
+            return False
+        entry = outbox.outbox_record(mapping=mapping, instance=row, op=OutboxEntry.Op.UPSERT)
+        if mapping.version_attribute:
+            OutboxEntry.objects.filter(pk=entry.pk).update(base_version=drift.version)
+    outcome = outbox.outbox_publish(entry_id=entry.pk)
+    if outcome == "retry":
+        raise RuntimeError("outbox publish failed; the outbox sweep retries it")
+    return outcome in ("published", "noop")
+
+
+# --- unkeyed rows -------------------------------------------------------------------------
+
+
+def unkeyed_compare(
+    *, mapping: Mapping, options: ReconcileOptions, on_action: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """MySQL rows without a key: never in DynamoDB until published (backfill gives keys)."""
+    from syncer import outbox
+
+    model = mapping.get_model()
+    rows = model.objects.filter(
+        Q(**{f"{mapping.key_field}__isnull": True}) | Q(**{mapping.key_field: ""})
+    ).order_by("pk")
+    report = MappingReport(mapping=mapping.name)
+    report.counts["unkeyed"] = rows.count()
+    report.mysql_rows = report.counts["unkeyed"]
+    fields = [fm.field for fm in mapping.fields]
+    report.samples["unkeyed"] = [
+        {"key": None, "pk": r["pk"], "mysql": _canonical({f: r[f] for f in fields})}
+        for r in rows.values("pk", *fields)[: options.samples]
+    ]
+    if not options.repair or not report.counts["unkeyed"]:
+        return report.as_dict()
+    for row in rows.iterator(chunk_size=MYSQL_CHUNK):
+        drift = _Drift("unkeyed", "", pk=row.pk)
+        if options.repair == "to-mysql":
+            report.repairs["skipped"] += 1  # nothing in DynamoDB to bring over
+            action = "skipped, no key: publish it (--repair to-dynamo) or run backfill"
+        elif _pending_outbox(mapping, drift):
+            report.repairs["skipped"] += 1
+            action = "skipped, a legacy write is pending in the outbox"
+        elif options.dry_run:
+            report.repairs["would_repair"] += 1
+            action = "would publish the row (it gets its key from the mapping's key rule)"
+        else:
+            with transaction.atomic():
+                entry = outbox.outbox_record(
+                    mapping=mapping, instance=row, op=OutboxEntry.Op.UPSERT
+                )
+            outcome = outbox.outbox_publish(entry_id=entry.pk)
+            ok = outcome == "published"
+            report.repairs["repaired" if ok else "failed"] += 1
+            action = f"published: {outcome}"
+        if on_action is not None:
+            on_action(f"{mapping.name} row pk={row.pk} (no key): {action}")
+    return report.as_dict()
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _buckets_for(mapping: Mapping, run_id: int, options: ReconcileOptions) -> int:
+    if options.buckets:
+        return options.buckets
+    spilled = ReconcileItem.objects.filter(run_id=run_id, mapping=mapping.name).count()
+    rows = mapping.get_model().objects.count()
+    return max(1, math.ceil(max(spilled, rows) / options.bucket_rows))
+
+
+def _task_record(run: ReconcileRun, mapping: Mapping, phase: str, number: int, result) -> None:
+    ReconcileTask.objects.update_or_create(
+        run=run,
+        mapping=mapping.name,
+        phase=phase,
+        number=number,
+        defaults={"status": ReconcileTask.Status.DONE, "result": result, "error": ""},
+    )
+
+
+def mappings_resolve(names: list[str] | None) -> list[Mapping]:
+    if not names:
+        return sorted(registry.all(), key=lambda m: m.name)
+    out = []
+    for name in names:
+        try:
+            out.append(registry.get(name))
+        except LookupError as exc:
+            known = ", ".join(sorted(m.name for m in registry.all())) or "none"
+            raise ReconcileError(f"{exc} (registered: {known})") from None
+    return out
+
+
+def options_validate(options: ReconcileOptions) -> None:
+    if options.segments < 1 or options.segments > 1_000_000:
+        raise ReconcileError("segments must be between 1 and 1,000,000")
+    if options.bucket_rows < 1:
+        raise ReconcileError("bucket rows must be at least 1")
+    if options.buckets is not None and options.buckets < 1:
+        raise ReconcileError("buckets must be at least 1")
+    if options.samples < 0:
+        raise ReconcileError("samples must not be negative")
+    if options.repair not in (None, *REPAIR_DIRECTIONS):
+        raise ReconcileError(f"repair must be one of {', '.join(REPAIR_DIRECTIONS)}")
+
+
+def reconcile_run(
+    *,
+    mappings: list[Mapping],
+    options: ReconcileOptions,
+    distributed: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_action: Callable[[str], None] | None = None,
+    page_source: PageSource | None = None,
+    timeout: float = 3600.0,
+) -> ReconcileReport:
+    """Compare (and repair) each mapping; returns the aggregated report.
+
+    `progress(phase, done, total)` is called as segments and buckets complete (and per
+    scanned page locally, with total 0 when unknown)."""
+    options_validate(options)
+    run = ReconcileRun.objects.create(options={**options.as_dict(), "distributed": distributed})
+    reports = []
+    try:
+        for mapping in mappings:
+            if distributed:
+                partials = _run_distributed(run, mapping, options, progress, timeout)
+            else:
+                partials = _run_local(run, mapping, options, progress, on_action, page_source)
+            report = MappingReport(
+                mapping=mapping.name,
+                table=mapping.table_name,
+                model=mapping.model,
+                segments=options.segments,
+                buckets=len(partials),
+            )
+            for partial in partials:
+                report.merge(partial, samples=options.samples)
+            report.merge(
+                unkeyed_compare(mapping=mapping, options=options, on_action=on_action),
+                samples=options.samples,
+            )
+            reports.append(report)
+    finally:
+        # The spilled copy is only needed during the run.
+        ReconcileItem.objects.filter(run_id=run.pk).delete()
+        run.finished_at = timezone.now()
+        run.save(update_fields=["finished_at"])
+    return ReconcileReport(run_id=run.pk, options=options.as_dict(), mappings=reports)
+
+
+def _run_local(run, mapping, options, progress, on_action, page_source) -> list[dict]:
+    scanned = 0
+
+    def scan_progress(_phase: str, n: int) -> None:
+        nonlocal scanned
+        scanned += n
+        if progress:
+            progress("scan", scanned, 0)
+
+    _scan_parallel(
+        run_id=run.pk,
+        mapping=mapping,
+        options=options,
+        source=page_source or dynamo_scan_pages,
+        progress=scan_progress,
+    )
+    buckets = _buckets_for(mapping, run.pk, options)
+    partials = []
+    for bucket in range(buckets):
+        partial = bucket_compare(
+            run_id=run.pk,
+            mapping=mapping,
+            bucket=bucket,
+            buckets=buckets,
+            options=options,
+            on_action=on_action,
+        )
+        _task_record(run, mapping, ReconcileTask.Phase.COMPARE, bucket, partial)
+        partials.append(partial)
+        if progress:
+            progress("compare", bucket + 1, buckets)
+    return partials
+
+
+# --- distributed: the same steps as Celery tasks -----------------------------------------
+
+
+def _send(task_name: str, kwargs: dict[str, Any]) -> None:
+    from django.conf import settings
+
+    from config.celery import app
+
+    app.send_task(task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME)
+
+
+def _wait(run, mapping, phase: str, total: int, progress, timeout: float) -> list[ReconcileTask]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = -1
+    while True:
+        tasks = ReconcileTask.objects.filter(run=run, mapping=mapping.name, phase=phase)
+        failed = tasks.filter(status=ReconcileTask.Status.FAILED).first()
+        if failed is not None:
+            raise ReconcileError(f"{phase} task #{failed.number} failed: {failed.error}")
+        done = tasks.filter(status=ReconcileTask.Status.DONE).count()
+        if progress and done != last:
+            progress(phase, done, total)
+            last = done
+        if done >= total:
+            return list(tasks.order_by("number"))
+        if time.monotonic() > deadline:
+            raise ReconcileError(
+                f"{phase} tasks: {done} of {total} done after {timeout:.0f}s; "
+                "is a worker consuming the queue?"
+            )
+        time.sleep(0.2)
+
+
+def _run_distributed(run, mapping, options, progress, timeout) -> list[dict]:
+    common = {"run_id": run.pk, "mapping": mapping.name}
+    for segment in range(options.segments):
+        _send(SCAN_TASK_NAME, {**common, "segment": segment})
+    _wait(run, mapping, ReconcileTask.Phase.SCAN, options.segments, progress, timeout)
+    buckets = _buckets_for(mapping, run.pk, options)
+    for bucket in range(buckets):
+        _send(COMPARE_TASK_NAME, {**common, "bucket": bucket, "buckets": buckets})
+    tasks = _wait(run, mapping, ReconcileTask.Phase.COMPARE, buckets, progress, timeout)
+    return [t.result for t in tasks]
+
+
+def _run_options(run_id: int) -> ReconcileOptions:
+    stored = ReconcileRun.objects.get(pk=run_id).options
+    known = ReconcileOptions.__dataclass_fields__
+    return ReconcileOptions(**{k: v for k, v in stored.items() if k in known})
+
+
+def _task_guard(run_id: int, mapping_name: str, phase: str, number: int, work) -> Any:
+    """Run one task's work once: a redelivered task whose result is stored does nothing."""
+    existing = ReconcileTask.objects.filter(
+        run_id=run_id, mapping=mapping_name, phase=phase, number=number
+    ).first()
+    if existing is not None and existing.status == ReconcileTask.Status.DONE:
+        return existing.result
+    try:
+        result = work()
+    except Exception as exc:
+        ReconcileTask.objects.update_or_create(
+            run_id=run_id,
+            mapping=mapping_name,
+            phase=phase,
+            number=number,
+            defaults={"status": ReconcileTask.Status.FAILED, "error": f"{exc!r}"[:4000]},
+        )
+        raise
+    ReconcileTask.objects.update_or_create(
+        run_id=run_id,
+        mapping=mapping_name,
+        phase=phase,
+        number=number,
+        defaults={"status": ReconcileTask.Status.DONE, "result": result, "error": ""},
+    )
+    return result
+
+
+def segment_scan_task(*, run_id: int, mapping: str, segment: int) -> dict[str, Any]:
+    """Celery entry point: scan one segment of a distributed run."""
+    options = _run_options(run_id)
+    resolved = registry.get(mapping)
+
+    def work() -> dict[str, Any]:
+        # A redelivery after a crash mid-segment must not spill the segment twice.
+        ReconcileItem.objects.filter(run_id=run_id, mapping=mapping, segment=segment).delete()
+        n = segment_scan(
+            run_id=run_id,
+            mapping=resolved,
+            segment=segment,
+            total_segments=options.segments,
+            consistent=options.consistent,
+        )
+        return {"items": n}
+
+    return _task_guard(run_id, mapping, ReconcileTask.Phase.SCAN, segment, work)
+
+
+def bucket_compare_task(*, run_id: int, mapping: str, bucket: int, buckets: int) -> dict:
+    """Celery entry point: compare (and repair) one bucket of a distributed run."""
+    options = _run_options(run_id)
+    resolved = registry.get(mapping)
+    return _task_guard(
+        run_id,
+        mapping,
+        ReconcileTask.Phase.COMPARE,
+        bucket,
+        lambda: bucket_compare(
+            run_id=run_id, mapping=resolved, bucket=bucket, buckets=buckets, options=options
+        ),
+    )

@@ -1,0 +1,265 @@
+"""manage.py reconcile: every kind of drift, counted and repaired in both directions."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from chefs.mapping import CHEF_MAPPING
+from chefs.models import Chef
+from syncer.aws import dynamodb_client
+from syncer.models import KeyState, ReconcileItem
+from syncer.reconcile import (
+    ReconcileOptions,
+    bucket_range,
+    dynamo_scan_pages,
+    key_hash,
+    reconcile_run,
+)
+from tests.procs import ROOT
+
+
+def put_item(key: str, first: str, last: str, version: int = 1, **raw) -> None:
+    item = {"ChefId": {"S": key}, "firstName": {"S": first}, "lastName": {"S": last}}
+    item["version"] = {"N": str(version)}
+    item.update(raw)
+    dynamodb_client().put_item(TableName=CHEF_MAPPING.table_name, Item=item)
+
+
+def item(key: str) -> dict | None:
+    return (
+        dynamodb_client()
+        .get_item(
+            TableName=CHEF_MAPPING.table_name, Key={"ChefId": {"S": key}}, ConsistentRead=True
+        )
+        .get("Item")
+    )
+
+
+def row(key: str, first: str, last: str, *, version: int | None = 1, deleted=False) -> Chef:
+    chef = Chef.objects.create(chef_id=key, first_name=first, last_name=last)
+    KeyState.objects.create(
+        mapping="chef", key=key, sequence=1, deleted=deleted, item_version=version,
+        applied_at=timezone.now(),
+    )  # fmt: skip
+    return chef
+
+
+def both(key: str, first: str, last: str, **kw) -> None:
+    put_item(key, first, last)
+    row(key, first, last, **kw)
+
+
+def seed_drift() -> None:
+    for name in ("Brown#Alton", "Flay#Bobby", "Child#Julia", "Ducasse#Alain"):
+        both(name, name.split("#")[1], name.split("#")[0])
+    put_item("Batali#Mario", "Mario", "Batali")  # missing in MySQL
+    put_item("Colicchio#Tom", "Tom", "Colicchio")  # missing in MySQL
+    row("Ramsay#Gordon", "Gordon", "Ramsay", version=None)  # missing in DynamoDB
+    put_item("Lagasse#Emeril", "Emeril", "Lagasse", version=3)  # different last name
+    row("Lagasse#Emeril", "Emeril", "Lagassé", version=3)
+    both("Smith#Art", "Art", "Smith", deleted=True)  # equal, but the key state says removed
+
+
+def run(**kw):
+    kw.setdefault("buckets", 3)
+    kw.setdefault("segments", 2)
+    return reconcile_run(mappings=[CHEF_MAPPING], options=ReconcileOptions(**kw))
+
+
+def counts(report) -> dict[str, int]:
+    return {k: v for k, v in report.mappings[0].counts.items() if v}
+
+
+def test_every_kind_of_drift_is_counted_with_samples(db, aws):
+    seed_drift()
+    put_item("Bad#Type", "x", "y", firstName={"N": "5"})  # the mapping refuses it
+    row("Bad#Type", "x", "y")
+    put_item("Ghost#Key", "G", "K")  # in DynamoDB, absent in MySQL, tombstoned
+    KeyState.objects.create(
+        mapping="chef", key="Ghost#Key", sequence=9, deleted=True, applied_at=timezone.now()
+    )
+    Chef.objects.create(first_name="Legacy", last_name="Row")  # no key yet
+    Chef.objects.create(first_name="Other", last_name="Row", chef_id="")
+
+    report = run()
+
+    assert counts(report) == {
+        "equal": 4,
+        "missing_in_mysql": 3,
+        "missing_in_dynamo": 1,
+        "different": 2,
+        "tombstoned": 2,
+        "unkeyed": 2,
+    }
+    m = report.mappings[0]
+    assert report.drift == 10 and m.dynamo_items == 10 and m.mysql_rows == 10
+    samples = m.samples
+    assert [s["key"] for s in samples["missing_in_mysql"]] == [
+        "Batali#Mario", "Colicchio#Tom", "Ghost#Key"
+    ]  # fmt: skip
+    assert samples["missing_in_dynamo"][0]["mysql"] == {
+        "first_name": "Gordon", "last_name": "Ramsay"
+    }  # fmt: skip
+    different = {s["key"]: s for s in samples["different"]}
+    assert different["Lagasse#Emeril"]["fields"] == ["last_name"]
+    assert different["Lagasse#Emeril"]["version"] == 3
+    assert "firstName: expected type S, got N" in different["Bad#Type"]["error"]
+    assert {s["key"] for s in samples["tombstoned"]} == {"Smith#Art", "Ghost#Key"}
+    assert [s["mysql"]["first_name"] for s in samples["unkeyed"]] == ["Legacy", "Other"]
+    # The spilled copy of DynamoDB is dropped at the end of the run.
+    assert not ReconcileItem.objects.exists()
+
+
+def test_result_does_not_depend_on_buckets_or_segments(db, aws):
+    seed_drift()
+    reports = [run(buckets=b, segments=s).as_dict()["mappings"][0] for b, s in [(1, 1), (7, 3)]]
+    for r in reports:
+        r.pop("buckets"), r.pop("segments")
+    assert reports[0] == reports[1]
+
+
+def test_mysql_crc32_agrees_with_python_for_any_key(db, aws):
+    keys = ["plain", "Müller#Jürgen", "日本#料理", "emoji#🍳", "a" * 255]
+    for k in keys:
+        row(k, "f", "l")
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT chef_id, CRC32(chef_id) FROM cheftable")
+        assert {k: key_hash(k) for k in keys} == dict(cur.fetchall())
+    assert bucket_range(0, 3)[0] == 0 and bucket_range(2, 3)[1] == 2**32
+
+
+def test_repair_command_exits_0_when_everything_found_was_repaired(db, aws):
+    seed_drift()
+    out = io.StringIO()
+    call_command("reconcile", "--repair", "to-mysql", "--buckets", "2", "-v", "2", stdout=out)
+    text = out.getvalue()
+    assert "5 difference(s)" in text and "repair: repaired=5" in text
+    assert "chef Batali#Mario: write DynamoDB's current item to MySQL" in text
+
+
+def test_repair_to_mysql_then_in_sync(db, aws):
+    seed_drift()
+    report = run(repair="to-mysql")
+    assert report.mappings[0].repairs["repaired"] == 5 and report.unrepaired == 0
+    assert dict(Chef.objects.values_list("chef_id", "last_name")) == {
+        "Brown#Alton": "Brown", "Flay#Bobby": "Flay", "Child#Julia": "Child",
+        "Ducasse#Alain": "Ducasse", "Batali#Mario": "Batali", "Colicchio#Tom": "Colicchio",
+        "Lagasse#Emeril": "Lagasse", "Smith#Art": "Smith",
+    }  # fmt: skip
+    assert KeyState.objects.get(key="Ramsay#Gordon").deleted
+    assert not KeyState.objects.get(key="Smith#Art").deleted
+    assert run().drift == 0
+    call_command("reconcile", stdout=io.StringIO())  # exit 0: returns normally
+
+
+def test_repair_to_dynamo_then_in_sync(db, aws):
+    seed_drift()
+    report = run(repair="to-dynamo")
+    assert report.mappings[0].repairs == {
+        "repaired": 5, "would_repair": 0, "skipped": 0, "failed": 0
+    }  # fmt: skip
+    assert item("Batali#Mario") is None and item("Colicchio#Tom") is None
+    assert item("Ramsay#Gordon")["firstName"] == {"S": "Gordon"}
+    lagasse = item("Lagasse#Emeril")
+    assert lagasse["lastName"] == {"S": "Lagassé"} and lagasse["version"] == {"N": "4"}
+    assert KeyState.objects.get(key="Lagasse#Emeril").item_version == 4
+    assert Chef.objects.count() == 7  # MySQL untouched
+    assert run().drift == 0
+
+
+def test_dry_run_prints_and_changes_nothing(db, aws):
+    seed_drift()
+    before = (list(Chef.objects.values_list()), item("Lagasse#Emeril"))
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("reconcile", "--repair", "to-dynamo", "--dry-run", stdout=out)
+    assert exit_.value.code == 1
+    text = out.getvalue()
+    assert "chef Batali#Mario: would delete the DynamoDB item (if still at version 1)" in text
+    assert "chef Lagasse#Emeril: would write the MySQL row's values to DynamoDB" in text
+    assert "would_repair=5" in text
+    assert (list(Chef.objects.values_list()), item("Lagasse#Emeril")) == before
+
+
+def test_repair_never_overwrites_a_change_made_after_the_scan(db, aws):
+    both("Brown#Alton", "Alton", "Brown")
+    Chef.objects.filter(chef_id="Brown#Alton").update(last_name="Legacy")  # drift
+    put_item("Batali#Mario", "Mario", "Batali")  # missing in MySQL
+
+    def source(mapping, segment, total, consistent):
+        yield from dynamo_scan_pages(mapping, segment, total, consistent)
+        if segment == 0:
+            # After the scan read them, both items change in DynamoDB (version 2).
+            put_item("Brown#Alton", "Alton", "Newer", version=2)
+            put_item("Batali#Mario", "Mario", "Newer", version=2)
+
+    report = reconcile_run(
+        mappings=[CHEF_MAPPING],
+        options=ReconcileOptions(segments=1, buckets=1, repair="to-dynamo"),
+        page_source=source,
+    )
+    assert report.mappings[0].repairs["skipped"] == 2
+    assert report.mappings[0].repairs["repaired"] == 0
+    assert item("Brown#Alton")["lastName"] == {"S": "Newer"}
+    assert item("Batali#Mario")["lastName"] == {"S": "Newer"}
+
+
+def test_json_format_and_exit_statuses(db, aws):
+    both("Brown#Alton", "Alton", "Brown")
+    out = io.StringIO()
+    call_command("reconcile", "--format", "json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["in_sync"] is True and data["mappings"][0]["counts"]["equal"] == 1
+
+    put_item("Batali#Mario", "Mario", "Batali")
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("reconcile", "chef", "--format", "json", stdout=out)
+    assert exit_.value.code == 1
+    assert json.loads(out.getvalue())["mappings"][0]["counts"]["missing_in_mysql"] == 1
+
+    with pytest.raises(CommandError) as err:
+        call_command("reconcile", "nosuch")
+    assert err.value.returncode == 2 and "no mapping named 'nosuch'" in str(err.value)
+    with pytest.raises(CommandError) as err:
+        call_command("reconcile", "--dry-run")
+    assert err.value.returncode == 2
+
+
+def test_process_exit_status_on_error_is_2():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    for argv in (["nosuch"], ["--segments", "x"]):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "reconcile", *argv],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+
+
+def test_generic_mapping_with_typed_fields(db, gadget_mapping, moto_server):
+    from syncer.aws import aws_resources_ensure
+    from tests.testapp.models import Gadget
+
+    moto_server.reset()
+    aws_resources_ensure()
+    client = dynamodb_client()
+    typed = {"name": {"S": "knob"}, "count": {"N": "3"}, "active": {"BOOL": True}}
+    client.put_item(TableName="gadgets", Item={"Sku": {"S": "k1"}, **typed})
+    client.put_item(TableName="gadgets", Item={"Sku": {"S": "k2"}, **typed})
+    Gadget.objects.create(sku="k1", name="knob", count=3, active=True)
+    Gadget.objects.create(sku="k2", name="knob", count=4, active=True)
+    report = reconcile_run(mappings=[gadget_mapping], options=ReconcileOptions(buckets=2))
+    assert counts(report) == {"equal": 1, "different": 1}
+    assert report.mappings[0].samples["different"][0]["fields"] == ["count"]
+    settings  # noqa: B018 - settings imported for fixtures' side effects
