@@ -1,0 +1,378 @@
+"""Backfill: the initial load of one store from the other, batched, throttled, resumable.
+
+- to MySQL: a Scan of the DynamoDB table, page by page; each page is written with one bulk
+  `INSERT ... ON DUPLICATE KEY UPDATE` (as the apply service does), under the key-state
+  locks, and the keys' item versions recorded. A key whose state already holds this
+  version or a newer one (the stream got there first), or a tombstone, is left alone.
+- to DynamoDB: the MySQL rows in primary-key order. Rows without a key (an adopted legacy
+  table) get one from the mapping's key rule; then the items absent in DynamoDB (checked
+  with BatchGetItem) are written with BatchWriteItem at version 1 and the key states
+  record that version. An item that already exists is never overwritten (the new API may
+  have written it); `reconcile` reports any difference.
+- The checkpoint (BackfillCheckpoint) is saved after each batch. Every write is idempotent
+  (keys are unique on both sides), so a batch redone after a crash adds no duplicate.
+- Echoes: what backfill writes to DynamoDB comes back through the stream (when a relay
+  runs) and applies as a no-op: the same values for a key MySQL already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from syncer.aws import dynamo_errors, dynamodb_client
+from syncer.models import BackfillCheckpoint, KeyState
+from syncer.registry import Mapping, MappingError
+
+logger = logging.getLogger(__name__)
+
+DIRECTIONS = ("mysql", "dynamo")
+DYNAMO_BATCH_GET = 100  # BatchGetItem limit
+DYNAMO_BATCH_WRITE = 25  # BatchWriteItem limit
+_serializer = TypeSerializer()
+
+
+class BackfillError(Exception):
+    """The backfill cannot start or go on (bad options, already finished, AWS down)."""
+
+
+@dataclass
+class BackfillResult:
+    mapping: str
+    direction: str
+    read: int = 0
+    written: int = 0
+    skipped: int = 0
+    keyed: int = 0  # legacy rows given a key
+    resumed: bool = False
+    finished: bool = False
+    samples: list[dict[str, Any]] = field(default_factory=list)  # skipped rows and why
+
+    def skip(self, sample: dict[str, Any], limit: int = 20) -> None:
+        self.skipped += 1
+        if len(self.samples) < limit:
+            self.samples.append(sample)
+
+
+class Throttle:
+    """Keeps the average rate at or under `rate` items per second (None: unthrottled)."""
+
+    def __init__(self, rate: float | None, *, sleep=time.sleep, clock=time.monotonic):
+        self.rate = rate
+        self.sleep = sleep
+        self.clock = clock
+        self.start = clock()
+        self.count = 0
+
+    def wait(self, items: int) -> None:
+        self.count += items
+        if not self.rate:
+            return
+        ahead = self.count / self.rate - (self.clock() - self.start)
+        if ahead > 0:
+            self.sleep(ahead)
+
+
+def _checkpoint(mapping: Mapping, direction: str, restart: bool) -> tuple[BackfillCheckpoint, bool]:
+    checkpoint, created = BackfillCheckpoint.objects.get_or_create(
+        mapping=mapping.name, direction=direction, defaults={"started_at": timezone.now()}
+    )
+    if restart and not created:
+        checkpoint.position = None
+        checkpoint.items_read = checkpoint.items_written = checkpoint.items_skipped = 0
+        checkpoint.finished = False
+        checkpoint.started_at = timezone.now()
+        checkpoint.save()
+        created = True
+    if checkpoint.finished:
+        raise BackfillError(
+            f"the backfill of {mapping.name} to {direction} finished on "
+            f"{checkpoint.updated_at:%Y-%m-%d %H:%M}; pass --restart to run it again"
+        )
+    return checkpoint, not created and checkpoint.position is not None
+
+
+def _save(checkpoint: BackfillCheckpoint, result: BackfillResult, position: Any) -> None:
+    checkpoint.position = position
+    checkpoint.items_read = result.read
+    checkpoint.items_written = result.written
+    checkpoint.items_skipped = result.skipped
+    checkpoint.save()
+
+
+def backfill_run(
+    *,
+    mapping: Mapping,
+    direction: str,
+    batch_size: int = 500,
+    rate: float | None = None,
+    restart: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[BackfillResult], None] | None = None,
+) -> BackfillResult:
+    if direction not in DIRECTIONS:
+        raise BackfillError(f"direction must be one of {', '.join(DIRECTIONS)}")
+    if batch_size < 1:
+        raise BackfillError("batch size must be at least 1")
+    if rate is not None and rate <= 0:
+        raise BackfillError("rate must be positive")
+    result = BackfillResult(mapping=mapping.name, direction=direction)
+    if dry_run:
+        return _dry_run(mapping, direction, result)
+    checkpoint, resumed = _checkpoint(mapping, direction, restart)
+    result.resumed = resumed
+    result.read = checkpoint.items_read
+    result.written = checkpoint.items_written
+    result.skipped = checkpoint.items_skipped
+    throttle = Throttle(rate)
+    run = _to_mysql if direction == "mysql" else _to_dynamo
+    run(mapping, checkpoint, result, batch_size, throttle, progress)
+    checkpoint.finished = True
+    _save(checkpoint, result, checkpoint.position)
+    result.finished = True
+    return result
+
+
+def _dry_run(mapping: Mapping, direction: str, result: BackfillResult) -> BackfillResult:
+    """Count what a run would read (MySQL rows, or DynamoDB's approximate item count)."""
+    if direction == "dynamo":
+        model = mapping.get_model()
+        result.read = model.objects.count()
+        result.keyed = model.objects.filter(_unkeyed(mapping)).count()
+    else:
+        with dynamo_errors():
+            table = dynamodb_client().describe_table(TableName=mapping.table_name)["Table"]
+        result.read = table.get("ItemCount", 0)
+    return result
+
+
+def _unkeyed(mapping: Mapping) -> Q:
+    return Q(**{f"{mapping.key_field}__isnull": True}) | Q(**{mapping.key_field: ""})
+
+
+# --- DynamoDB -> MySQL ------------------------------------------------------------------
+
+
+def _to_mysql(mapping, checkpoint, result, batch_size, throttle, progress) -> None:
+    client = dynamodb_client()
+    kwargs: dict[str, Any] = {"TableName": mapping.table_name, "Limit": batch_size}
+    if checkpoint.position:
+        kwargs["ExclusiveStartKey"] = checkpoint.position
+    while True:
+        with dynamo_errors():
+            page = client.scan(**kwargs)
+        items = page.get("Items", [])
+        if items:
+            _mysql_write(mapping, items, result)
+        start = page.get("LastEvaluatedKey")
+        _save(checkpoint, result, start)
+        if progress:
+            progress(result)
+        throttle.wait(len(items))
+        if not start:
+            return
+        kwargs["ExclusiveStartKey"] = start
+
+
+def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: BackfillResult) -> None:
+    model = mapping.get_model()
+    parsed: dict[str, tuple[dict[str, Any], int | None]] = {}
+    for item in items:
+        result.read += 1
+        typed = item.get(mapping.key_attribute)
+        key = typed.get("S") if isinstance(typed, dict) else None
+        try:
+            key = mapping.key_from_keys({mapping.key_attribute: typed})
+            parsed[key] = (mapping.row_from_image(item), mapping.version_from_image(item))
+        except MappingError as exc:
+            result.skip({"key": key if isinstance(key, str) else repr(typed), "error": str(exc)})
+    if not parsed:
+        return
+    now = timezone.now()
+    keys = sorted(parsed)
+    with transaction.atomic():
+        KeyState.objects.bulk_create(
+            [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
+            ignore_conflicts=True,
+        )
+        states = {
+            s.key: s
+            for s in KeyState.objects.select_for_update()
+            .filter(mapping=mapping.name, key__in=keys)
+            .order_by("key")
+        }
+        writes = []
+        for key in keys:
+            row, version = parsed[key]
+            state = states[key]
+            if state.deleted:
+                result.skip({"key": key, "error": "tombstone: removed after the scan read it"})
+            elif state.item_version is not None and (version or 0) <= state.item_version:
+                result.skip({"key": key, "error": "MySQL already holds this version or newer"})
+            else:
+                writes.append((key, row, version))
+        if not writes:
+            return
+        model.objects.bulk_create(
+            [model(**{mapping.key_field: k, **row}) for k, row, _ in writes],
+            update_conflicts=True,
+            update_fields=[fm.field for fm in mapping.fields],
+        )
+        for key, _row, version in writes:
+            states[key].item_version = version
+            states[key].applied_at = now
+        KeyState.objects.bulk_update(
+            [states[k] for k, _, _ in writes], ["item_version", "applied_at"]
+        )
+    result.written += len(writes)
+
+
+# --- MySQL -> DynamoDB ------------------------------------------------------------------
+
+
+def _to_dynamo(mapping, checkpoint, result, batch_size, throttle, progress) -> None:
+    model = mapping.get_model()
+    last_pk = checkpoint.position
+    fields = [fm.field for fm in mapping.fields]
+    while True:
+        rows = model.objects.order_by("pk")
+        if last_pk is not None:
+            rows = rows.filter(pk__gt=last_pk)
+        batch = list(rows.values("pk", mapping.key_field, *fields)[:batch_size])
+        if not batch:
+            return
+        result.read += len(batch)
+        _keys_assign(mapping, batch, result)
+        _dynamo_write(mapping, [r for r in batch if r[mapping.key_field]], result)
+        last_pk = batch[-1]["pk"]
+        _save(checkpoint, result, last_pk)
+        if progress:
+            progress(result)
+        throttle.wait(len(batch))
+
+
+def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: BackfillResult) -> None:
+    """Give the rows without a key their key (mapping.key_rule), committed before any
+    DynamoDB write, so a crash in between leaves keyed rows that a rerun writes."""
+    model = mapping.get_model()
+    for row in batch:
+        if row[mapping.key_field]:
+            continue
+        values = {fm.field: row[fm.field] for fm in mapping.fields}
+        if mapping.key_rule is None:
+            result.skip({"pk": row["pk"], "error": "no key and the mapping has no key rule"})
+            continue
+        try:
+            # The item must be readable back through the mapping, or it would only drift.
+            mapping.row_from_image(_image(mapping, "probe", values))
+            key = mapping.key_from_keys({mapping.key_attribute: {"S": mapping.key_rule(values)}})
+        except MappingError as exc:
+            result.skip({"pk": row["pk"], "error": f"cannot be written: {exc}"})
+            continue
+        try:
+            with transaction.atomic():
+                updated = (
+                    model.objects.filter(pk=row["pk"])
+                    .filter(_unkeyed(mapping))
+                    .update(**{mapping.key_field: key})
+                )
+        except IntegrityError:
+            result.skip({"pk": row["pk"], "key": key, "error": "key already held by another row"})
+            continue
+        if updated:
+            row[mapping.key_field] = key
+            result.keyed += 1
+
+
+def _image(mapping: Mapping, key: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The DynamoDB item (DynamoDB JSON) for a row, as the outbox's create writes it."""
+    item = {mapping.key_attribute: {"S": key}}
+    for attribute, value in mapping.values_from_row(values).items():
+        if value is not None:
+            item[attribute] = _serializer.serialize(value)
+    if mapping.version_attribute:
+        item[mapping.version_attribute] = {"N": "1"}
+    return item
+
+
+def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: BackfillResult) -> None:
+    client = dynamodb_client()
+    by_key = {r[mapping.key_field]: r for r in rows}
+    tombstoned = set(
+        KeyState.objects.filter(mapping=mapping.name, key__in=list(by_key), deleted=True)
+        .values_list("key", flat=True)
+    )  # fmt: skip
+    for key in sorted(tombstoned):
+        result.skip({"key": key, "error": "tombstone: the item was removed in DynamoDB"})
+        by_key.pop(key)
+    existing = _existing_keys(client, mapping, list(by_key))
+    result.skipped += len(existing)  # already there: never overwritten, reconcile compares
+    todo = [k for k in by_key if k not in existing]
+    for start in range(0, len(todo), DYNAMO_BATCH_WRITE):
+        chunk = todo[start : start + DYNAMO_BATCH_WRITE]
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": _image(
+                        mapping, k, {fm.field: by_key[k][fm.field] for fm in mapping.fields}
+                    )
+                }
+            }
+            for k in chunk
+        ]
+        _batch_write(client, mapping.table_name, requests)
+        now = timezone.now()
+        version = 1 if mapping.version_attribute else None
+        with transaction.atomic():
+            KeyState.objects.bulk_create(
+                [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in chunk],
+                ignore_conflicts=True,
+            )
+            KeyState.objects.filter(
+                mapping=mapping.name, key__in=chunk, item_version__isnull=True
+            ).update(item_version=version, deleted=False)
+        result.written += len(chunk)
+
+
+def _existing_keys(client, mapping: Mapping, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), DYNAMO_BATCH_GET):
+        request = {
+            mapping.table_name: {
+                "Keys": [{mapping.key_attribute: {"S": k}} for k in keys[start : start + 100]],
+                "ProjectionExpression": "#k",
+                "ExpressionAttributeNames": {"#k": mapping.key_attribute},
+                "ConsistentRead": True,
+            }
+        }
+        delay = 0.05
+        while request:
+            with dynamo_errors():
+                response = client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(mapping.table_name, []):
+                found.add(item[mapping.key_attribute]["S"])
+            request = response.get("UnprocessedKeys") or {}
+            if request:
+                time.sleep(delay)  # throttled: back off before the rest
+                delay = min(delay * 2, 2.0)
+    return found
+
+
+def _batch_write(client, table: str, requests: list[dict[str, Any]]) -> None:
+    pending = {table: requests}
+    delay = 0.05
+    while pending:
+        with dynamo_errors():
+            response = client.batch_write_item(RequestItems=pending)
+        pending = response.get("UnprocessedItems") or {}
+        if pending:
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
