@@ -84,7 +84,8 @@ class LegacyChefListView(APIView):
     @extend_schema(
         operation_id="legacy_chefs_list",
         parameters=LinkHeaderPagination.schema_parameters(),
-        responses=LegacyChefOutput(many=True),
+        # 404: a page number past the end (DRF's page pagination).
+        responses={200: LegacyChefOutput(many=True), 400: None, 404: None},
     )
     def get(self, request: Request) -> Response:
         paginator = self.pagination_class()
@@ -94,7 +95,7 @@ class LegacyChefListView(APIView):
     @extend_schema(
         operation_id="legacy_chefs_create",
         request=LegacyChefCreateInput,
-        responses={201: LegacyChefOutput},
+        responses={201: LegacyChefOutput, 400: None},
     )
     def post(self, request: Request) -> Response:
         data = LegacyChefCreateInput(data=request.data)
@@ -107,7 +108,9 @@ class LegacyChefListView(APIView):
 
 
 class LegacyChefDetailView(APIView):
-    @extend_schema(operation_id="legacy_chefs_retrieve", responses=LegacyChefOutput)
+    @extend_schema(
+        operation_id="legacy_chefs_retrieve", responses={200: LegacyChefOutput, 404: None}
+    )
     def get(self, request: Request, chef_pk: int) -> Response:
         return Response(LegacyChefOutput(_get_or_404(chef_pk)).data)
 
@@ -126,7 +129,7 @@ class LegacyChefDetailView(APIView):
     @extend_schema(
         operation_id="legacy_chefs_update",
         request=LegacyChefUpdateInput,
-        responses=LegacyChefOutput,
+        responses={200: LegacyChefOutput, 400: None, 404: None},
     )
     def put(self, request: Request, chef_pk: int) -> Response:
         return self._update(request, chef_pk, partial=False)
@@ -134,12 +137,12 @@ class LegacyChefDetailView(APIView):
     @extend_schema(
         operation_id="legacy_chefs_partial_update",
         request=LegacyChefUpdateInput(partial=True),
-        responses=LegacyChefOutput,
+        responses={200: LegacyChefOutput, 400: None, 404: None},
     )
     def patch(self, request: Request, chef_pk: int) -> Response:
         return self._update(request, chef_pk, partial=True)
 
-    @extend_schema(operation_id="legacy_chefs_destroy", responses={204: None})
+    @extend_schema(operation_id="legacy_chefs_destroy", responses={204: None, 404: None})
     def delete(self, request: Request, chef_pk: int) -> Response:
         services.chef_delete(chef=_get_or_404(chef_pk))
         return Response(status=status.HTTP_204_NO_CONTENT)

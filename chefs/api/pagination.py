@@ -32,6 +32,11 @@ class LinkHeaderPagination(PageNumberPagination):
             headers["Link"] = link
         return Response(data, headers=headers)
 
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        # The body stays the bare list; the page links are in headers (drf-spectacular
+        # would otherwise document DRF's {count, next, previous, results} envelope).
+        return schema
+
     @classmethod
     def schema_parameters(cls) -> list[OpenApiParameter]:
         return [
