@@ -263,3 +263,18 @@ def test_generic_mapping_with_typed_fields(db, gadget_mapping, moto_server):
     assert counts(report) == {"equal": 1, "different": 1}
     assert report.mappings[0].samples["different"][0]["fields"] == ["count"]
     settings  # noqa: B018 - settings imported for fixtures' side effects
+
+
+def test_scan_segments_partition_the_table(db, aws):
+    from syncer.models import ReconcileRun
+    from syncer.reconcile import segment_scan
+
+    seed_drift()
+    run_ = ReconcileRun.objects.create()
+    spilled = [
+        segment_scan(run_id=run_.pk, mapping=CHEF_MAPPING, segment=s, total_segments=3,
+                     consistent=True)
+        for s in range(3)
+    ]  # fmt: skip
+    assert sum(spilled) == 8 and all(spilled)  # each item once, every segment used
+    assert ReconcileItem.objects.values("key").distinct().count() == 8
