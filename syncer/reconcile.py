@@ -97,6 +97,7 @@ class MappingReport:
     buckets: int = 0
     dynamo_items: int = 0
     mysql_rows: int = 0
+    drifted: int = 0  # keys (and unkeyed rows) with any drift; a key counts once
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     samples: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {k: [] for k in DRIFT_KINDS}
@@ -111,6 +112,7 @@ class MappingReport:
         """Add a partial report (as_dict of a bucket); samples stay the first by key."""
         self.dynamo_items += other.get("dynamo_items", 0)
         self.mysql_rows += other.get("mysql_rows", 0)
+        self.drifted += other.get("drifted", 0)
         for kind, n in other["counts"].items():
             self.counts[kind] += n
         for kind, items in other["samples"].items():
@@ -128,6 +130,7 @@ class MappingReport:
             "buckets": self.buckets,
             "dynamo_items": self.dynamo_items,
             "mysql_rows": self.mysql_rows,
+            "drifted": self.drifted,
             "counts": dict(self.counts),
             "drift": self.drift,
             "samples": {k: list(v) for k, v in self.samples.items()},
@@ -155,7 +158,7 @@ class ReconcileReport:
         """Drift that is still there after the run (all of it without a real repair)."""
         if not self.options.get("repair") or self.options.get("dry_run"):
             return self.drift
-        return sum(m.drift - m.repairs["repaired"] for m in self.mappings)
+        return sum(m.drifted - m.repairs["repaired"] for m in self.mappings)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -439,6 +442,7 @@ def bucket_compare(
         )  # fmt: skip
     del dynamo
 
+    report.drifted = len(drifts)
     for drift in drifts:
         # A key present in a store while its key state says "removed" is flagged whatever
         # else is wrong with it; its primary kind is still counted once.
@@ -567,7 +571,7 @@ def unkeyed_compare(
     ).order_by("pk")
     report = MappingReport(mapping=mapping.name)
     report.counts["unkeyed"] = rows.count()
-    report.mysql_rows = report.counts["unkeyed"]
+    report.mysql_rows = report.drifted = report.counts["unkeyed"]
     fields = [fm.field for fm in mapping.fields]
     report.samples["unkeyed"] = [
         {"key": None, "pk": r["pk"], "mysql": _canonical({f: r[f] for f in fields})}

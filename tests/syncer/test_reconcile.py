@@ -102,6 +102,7 @@ def test_every_kind_of_drift_is_counted_with_samples(db, aws):
     }
     m = report.mappings[0]
     assert report.drift == 10 and m.dynamo_items == 10 and m.mysql_rows == 10
+    assert m.drifted == 9  # Ghost#Key is missing in MySQL and tombstoned: one key
     samples = m.samples
     assert [s["key"] for s in samples["missing_in_mysql"]] == [
         "Batali#Mario", "Colicchio#Tom", "Ghost#Key"
@@ -161,6 +162,15 @@ def test_repair_to_mysql_then_in_sync(db, aws):
     assert not KeyState.objects.get(key="Smith#Art").deleted
     assert run().drift == 0
     call_command("reconcile", stdout=io.StringIO())  # exit 0: returns normally
+
+    put_item("Ghost#Key", "G", "K")  # absent in MySQL and tombstoned: one key, one repair
+    KeyState.objects.create(
+        mapping="chef", key="Ghost#Key", sequence=9, deleted=True, applied_at=timezone.now()
+    )
+    KeyState.objects.filter(key="Batali#Mario").update(deleted=True)  # present, tombstoned
+    again = run(repair="to-mysql")
+    assert again.drift == 3 and again.mappings[0].repairs["repaired"] == 2
+    assert again.unrepaired == 0
 
 
 def test_repair_to_dynamo_then_in_sync(db, aws):
