@@ -38,3 +38,10 @@ down:
 # The walk-through (DESIGN.md) end to end on a fresh stack and database, then stop it.
 demo: setup
 	scripts/demo.sh
+
+# Benchmarks against the real local stack (scratch database, own moto/worker/relay); each
+# prints a table and appends it to bench/RESULTS.md. See bench/README.md.
+bench: setup
+	$(PY) bench/apply_throughput.py
+	$(PY) bench/end_to_end.py
+	if [ -f bench/reconcile_memory.py ]; then $(PY) bench/reconcile_memory.py; fi
