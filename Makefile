@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export DJANGO_SETTINGS_MODULE ?= config.settings.local
+# Tests always run with the test settings, whatever DJANGO_SETTINGS_MODULE says.
+PYTEST := $(PY) -m pytest --ds=config.settings.test
 
 .PHONY: setup test test-fast lint format run demo up down bench
 
@@ -12,10 +13,10 @@ setup:
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -m "not e2e and not faults and not deploy"
+	$(PYTEST) -m "not e2e and not faults and not deploy and not browser"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -30,6 +30,8 @@ export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$AWS_REGION}
 export PYTHONUNBUFFERED=1
+# Web, worker and relay write their Prometheus counters here; /metrics reads them all.
+export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/$RUN_DIR/prometheus}
 
 log() { echo "stack: $*"; }
 die() { echo "stack: error: $*" >&2; exit 1; }
@@ -155,6 +157,11 @@ PYEOF
 up() {
   [[ -x $PY ]] || die "$PY not found; run scripts/bootstrap.sh (make setup) first"
   mkdir -p "$LOG_DIR"
+  # Counters of processes from an earlier run would be summed in: start clean.
+  if [[ -z $(running_pid web)$(running_pid worker)$(running_pid relay) ]]; then
+    rm -rf "${PROMETHEUS_MULTIPROC_DIR:?}"
+  fi
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   for s in $SERVICES; do
     [[ " ${ALL_SERVICES[*]} " == *" $s "* ]] || die "unknown service '$s' (known: ${ALL_SERVICES[*]})"
   done
