@@ -1,0 +1,165 @@
+"""Shared plumbing for the benchmarks: a private database, a private moto, result tables.
+
+Every benchmark runs against the real local stack (MariaDB at DATABASE_HOST, a moto server
+it starts itself on a free port) and never touches the development database: it creates
+`backsync_bench` (or `--database`), migrates it, and drops it afterwards unless told to keep
+it. Figures are printed as a table and appended to bench/RESULTS.md with the date and the
+exact command line, so the file is a log of measured runs, newest last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+DEFAULT_DB_HOST = os.environ.get("BENCH_DB_HOST", "127.0.0.1")
+DEFAULT_DB_PORT = int(os.environ.get("BENCH_DB_PORT", "3306"))
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--database", default="backsync_bench", help="Scratch database (recreated).")
+    p.add_argument("--keep-database", action="store_true", help="Do not drop it at the end.")
+    p.add_argument(
+        "--no-record", action="store_true", help=f"Print only; do not append to {RESULTS.name}."
+    )
+    return p
+
+
+def database_url(name: str, *, host: str = DEFAULT_DB_HOST, port: int = DEFAULT_DB_PORT) -> str:
+    return f"mysql://root@{host}:{port}/{name}"
+
+
+def database_recreate(name: str) -> None:
+    """Drop and create the scratch database (root, no password: the local MariaDB)."""
+    import MySQLdb
+
+    if not name.replace("_", "").isalnum():
+        raise SystemExit(f"refusing odd database name {name!r}")
+    conn = MySQLdb.connect(host=DEFAULT_DB_HOST, port=DEFAULT_DB_PORT, user="root")
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        conn.close()
+
+
+def database_drop(name: str) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(host=DEFAULT_DB_HOST, port=DEFAULT_DB_PORT, user="root")
+    try:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+def django_setup(*, database: str, aws_endpoint: str | None = None) -> dict[str, str]:
+    """Point this process at the scratch database (and moto), set Django up, migrate.
+
+    Returns the environment that subprocesses (worker, relay) need to share both."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": database_url(database),
+        # DEBUG would keep every query in memory and slow the hot loops down.
+        "DEBUG": "0",
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if aws_endpoint:
+        env["AWS_ENDPOINT_URL"] = aws_endpoint
+    os.environ.update(env)
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    return {**os.environ, **env}
+
+
+# --- timing and figures -----------------------------------------------------------------
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """`with timed() as t: ...` then t[0] is the elapsed wall time in seconds."""
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty sequence."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table_format(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (also readable on a terminal)."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def results_append(*, title: str, table: str, notes: Sequence[str] = (), record: bool = True):
+    """Print the table; append it to bench/RESULTS.md with date and command line."""
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"### {title}: {stamp}", "", f"`{command}` on {machine()}", "", table, ""]
+    block += [f"- {n}" for n in notes]
+    text = "\n".join(block).rstrip() + "\n"
+    print("\n" + text)
+    if record:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmark results\n\nAppended by `make bench`; newest last.\n")
+        with RESULTS.open("a") as fh:
+            fh.write("\n" + text)
+        print(f"(appended to {RESULTS.relative_to(ROOT)})")
