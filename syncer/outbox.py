@@ -203,6 +203,39 @@ def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     return image
 
 
+# --- repairs (reconcile) ------------------------------------------------------------
+
+
+def dynamo_item_create(*, mapping: Mapping, key: str, instance: models.Model) -> bool:
+    """Create the item of `key` from the row's values, only if it is absent (an item created
+    meanwhile is never overwritten). Records the new version. False: it exists."""
+    with transaction.atomic():
+        state = _state_locked(mapping, key)
+        write = _dynamo_upsert(
+            mapping=mapping,
+            key=key,
+            values=_row_values(mapping, instance),
+            base=None,
+            creating=True,
+        )
+        if write.ok:
+            state.item_version = write.version
+            state.deleted = False
+            state.save(update_fields=["item_version", "deleted"])
+    return write.ok
+
+
+def dynamo_item_delete(*, mapping: Mapping, key: str, base: int | None) -> bool:
+    """Delete the item of `key` only if it is still at version `base`. False: it changed."""
+    with transaction.atomic():
+        state = _state_locked(mapping, key)
+        write = _dynamo_delete(mapping=mapping, key=key, base=base)
+        if write.ok:
+            state.item_version = None
+            state.save(update_fields=["item_version"])
+    return write.ok
+
+
 # --- publishing -----------------------------------------------------------------------
 
 

@@ -518,30 +518,14 @@ def _repair_to_dynamo(mapping: Mapping, drift: _Drift) -> bool:
     from syncer import outbox
 
     if drift.kind == "missing_in_mysql":
-        with transaction.atomic():
-            state = outbox._state_locked(mapping, drift.key)
-            write = outbox._dynamo_delete(mapping=mapping, key=drift.key, base=drift.version)
-            if write.ok:
-                state.item_version = None
-                state.save(update_fields=["item_version"])
-        return write.ok
+        return outbox.dynamo_item_delete(mapping=mapping, key=drift.key, base=drift.version)
     model = mapping.get_model()
     if drift.kind == "missing_in_dynamo":
         row = model.objects.filter(pk=drift.pk).first()
         if row is None:
             return False
-        values = outbox._row_values(mapping, row)
-        with transaction.atomic():
-            state = outbox._state_locked(mapping, drift.key)
-            # "Key absent" condition: an item created after the scan is never overwritten.
-            write = outbox._dynamo_upsert(
-                mapping=mapping, key=drift.key, values=values, base=None, creating=True
-            )
-            if write.ok:
-                state.item_version = write.version
-                state.deleted = False
-                state.save(update_fields=["item_version", "deleted"])
-        return write.ok
+        # "Key absent" condition: an item created after the scan is never overwritten.
+        return outbox.dynamo_item_create(mapping=mapping, key=drift.key, instance=row)
     # different: a normal outbox publish, based on the version the scan read.
     with transaction.atomic():
         row = model.objects.select_for_update().filter(pk=drift.pk).first()
