@@ -14,6 +14,7 @@ Guarantees (DESIGN.md invariants 1-3):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -263,10 +264,60 @@ def _apply_isolating(items: list[ParsedChange]) -> ApplyResult:
         return result
 
 
+@functools.cache
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _rows_sql(table: str, columns: list[str], nrows: int) -> str:
+    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    cols = ", ".join(_q(c) for c in columns)
+    return f"INSERT INTO {_q(table)} ({cols}) VALUES " + ", ".join([one] * nrows)
+
+
+def _locked_sequences(mapping: Mapping, keys: list[str]) -> dict[str, int]:
+    """Lock the key state rows of `keys` (creating missing ones) in key order and return
+    their sequence numbers. Concurrent batches touching the same keys serialise here."""
+    table = _q(KeyState._meta.db_table)
+
+    def select(subset: list[str]) -> dict[str, int]:
+        marks = ", ".join(["%s"] * len(subset))
+        cur.execute(
+            f"SELECT {_q('key')}, {_q('sequence')} FROM {table} "
+            f"WHERE {_q('mapping')} = %s AND {_q('key')} IN ({marks}) "
+            f"ORDER BY {_q('key')} FOR UPDATE",
+            [mapping.name, *subset],
+        )
+        return {k: int(seq) for k, seq in cur.fetchall()}
+
+    with connection.cursor() as cur:
+        found = select(keys)
+        missing = [k for k in keys if k not in found]
+        if missing:
+            # A placeholder row (sequence 0) takes the lock on a new key, so two batches
+            # that both see it as new cannot both write its row.
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            sql = _rows_sql(
+                KeyState._meta.db_table,
+                ["mapping", "key", "sequence", "deleted", "applied_at"],
+                len(missing),
+            ).replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+            cur.execute(sql, [v for k in missing for v in (mapping.name, k, 0, False, now)])
+            if cur.rowcount == len(missing):
+                found.update(dict.fromkeys(missing, 0))  # all ours: sequence 0, locked
+            else:
+                found.update(select(missing))  # another batch created some meanwhile
+    return found
+
+
 def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
+    """One batch of one mapping, in the caller's transaction, with multi-row statements:
+    lock key states, upsert winners' rows, delete removed ones, record key states and the
+    change log. In steady state that is four statements whatever the batch size."""
     mapping = items[0].mapping
     model = mapping.get_model()
     now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
 
     # The newest change per key within the batch; the others are stale by construction.
     newest: dict[str, ParsedChange] = {}
@@ -275,88 +326,102 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
         if best is None or item.seq > best.seq:
             newest[item.key] = item
     keys = sorted(newest)
-
-    # Lock the per-key state rows in key order (creating missing ones first) so that
-    # concurrent batches touching the same keys serialise instead of interleaving.
-    KeyState.objects.bulk_create(
-        [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
-        ignore_conflicts=True,
-    )
-    states = {
-        s.key: s
-        for s in KeyState.objects.select_for_update()
-        .filter(mapping=mapping.name, key__in=keys)
-        .order_by("key")
-    }
-
-    winners = [newest[k] for k in keys if newest[k].seq > int(states[k].sequence)]
+    sequences = _locked_sequences(mapping, keys)
+    winners = [newest[k] for k in keys if newest[k].seq > sequences[k]]
     upserts = [w for w in winners if w.event != "REMOVE"]
     removes = [w.key for w in winners if w.event == "REMOVE"]
 
-    if upserts:
-        field_names = [fm.field for fm in mapping.fields]
-        model.objects.bulk_create(
-            [model(**{mapping.key_field: w.key, **(w.row or {})}) for w in upserts],
-            update_conflicts=True,
-            # MySQL's ON DUPLICATE KEY UPDATE matches on the key's unique index.
-            update_fields=field_names,
-        )
-    if removes:
-        model.objects.filter(**{f"{mapping.key_field}__in": removes}).delete()
-
-    changed_states = []
-    for w in winners:
-        state = states[w.key]
-        state.sequence = Decimal(w.seq)
-        state.deleted = w.event == "REMOVE"
-        state.item_version = w.version
-        state.source_time = w.source_time
-        state.applied_at = now
-        changed_states.append(state)
-    if changed_states:
-        # The rows exist and are locked: a multi-row INSERT ... ON DUPLICATE KEY UPDATE on
-        # their primary keys writes them in one cheap statement (bulk_update's CASE WHEN
-        # per row took most of the batch's time).
-        KeyState.objects.bulk_create(
-            changed_states,
-            update_conflicts=True,
-            update_fields=["sequence", "deleted", "item_version", "source_time", "applied_at"],
-        )
-
-    winner_ids = {id(w) for w in winners}
-    log = [
-        AppliedChange(
-            mapping=mapping.name,
-            key=item.key,
-            event_id=item.event_id[:128],
-            event_name=item.event,
-            sequence=Decimal(item.seq),
-            outcome=(
+    with connection.cursor() as cur:
+        if upserts:
+            key_field = model._meta.get_field(mapping.key_field)
+            fields = [model._meta.get_field(fm.field) for fm in mapping.fields]
+            columns = [key_field.column, *(f.column for f in fields)]
+            params: list[Any] = []
+            for w in upserts:
+                row = w.row or {}
+                params.append(w.key)
+                params.extend(f.get_db_prep_save(row.get(f.name), connection) for f in fields)
+            updates = ", ".join(f"{_q(f.column)} = VALUES({_q(f.column)})" for f in fields)
+            # ON DUPLICATE KEY UPDATE matches the key column's unique index.
+            cur.execute(
+                _rows_sql(model._meta.db_table, columns, len(upserts))
+                + f" ON DUPLICATE KEY UPDATE {updates}",
+                params,
+            )
+        if removes:
+            marks = ", ".join(["%s"] * len(removes))
+            cur.execute(
+                f"DELETE FROM {_q(model._meta.db_table)} "
+                f"WHERE {_q(model._meta.get_field(mapping.key_field).column)} IN ({marks})",
+                removes,
+            )
+        if winners:
+            # The rows exist and are locked by this transaction.
+            state_columns = [
+                "mapping",
+                "key",
+                "sequence",
+                "deleted",
+                "item_version",
+                "source_time",
+                "applied_at",
+            ]
+            params = []
+            for w in winners:
+                params += [
+                    mapping.name,
+                    w.key,
+                    w.seq,
+                    w.event == "REMOVE",
+                    w.version,
+                    connection.ops.adapt_datetimefield_value(w.source_time),
+                    db_now,
+                ]
+            updates = ", ".join(f"{_q(c)} = VALUES({_q(c)})" for c in state_columns[2:])
+            cur.execute(
+                _rows_sql(KeyState._meta.db_table, state_columns, len(winners))
+                + f" ON DUPLICATE KEY UPDATE {updates}",
+                params,
+            )
+        winner_ids = {id(w) for w in winners}
+        log_columns = [
+            "mapping",
+            "key",
+            "event_id",
+            "event_name",
+            "sequence",
+            "outcome",
+            "source_time",
+            "applied_at",
+        ]
+        params = []
+        log: list[tuple[str, str, float | None]] = []
+        for item in items:
+            outcome = (
                 AppliedChange.Outcome.APPLIED
                 if id(item) in winner_ids
                 else AppliedChange.Outcome.STALE
-            ),
-            source_time=item.source_time,
-            applied_at=now,
-        )
-        for item in items
-    ]
-    AppliedChange.objects.bulk_create(log)
-    metrics.applied_record(
-        mapping=mapping.name,
-        items=[
-            (
-                c.event_name,
-                c.outcome,
-                (now - c.source_time).total_seconds() if c.source_time else None,
             )
-            for c in log
-        ],
-    )
-    for item in winners:
-        logger.debug(
-            "applied %s",
-            item.event,
-            extra={"key": item.key, "sequence": str(item.seq), "event_id": item.event_id},
-        )
+            params += [
+                mapping.name,
+                item.key,
+                item.event_id[:128],
+                item.event,
+                item.seq,
+                outcome,
+                connection.ops.adapt_datetimefield_value(item.source_time),
+                db_now,
+            ]
+            lag = (now - item.source_time).total_seconds() if item.source_time else None
+            log.append((item.event, outcome, lag))
+        cur.execute(_rows_sql(AppliedChange._meta.db_table, log_columns, len(items)), params)
+
+    metrics.applied_record(mapping=mapping.name, items=log)
+    if logger.isEnabledFor(logging.DEBUG):
+        for item in winners:
+            logger.debug(
+                "applied %s",
+                item.event,
+                extra={"key": item.key, "sequence": str(item.seq), "event_id": item.event_id},
+            )
     return ApplyResult(applied=len(winners), stale=len(items) - len(winners))

@@ -6,6 +6,7 @@ its AppConfig.ready) and the stream pipeline, the outbox and reconcile work from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -67,7 +68,7 @@ class Mapping:
         return import_string(self.dynamo_model)
 
     def model_field(self, name: str) -> models.Field:
-        return self.get_model()._meta.get_field(name)
+        return _model_field(self.model, name)
 
     # --- conversion -----------------------------------------------------------------
     def key_from_keys(self, keys: dict[str, dict[str, Any]]) -> str:
@@ -129,6 +130,12 @@ class Mapping:
             return model_field.clean(value, None)
         except ValidationError as exc:
             raise MappingError(f"{label}: {'; '.join(exc.messages)}") from exc
+
+
+@functools.cache
+def _model_field(model_label: str, name: str) -> models.Field:
+    # Hot path of every applied change; the app registry is fixed once Django is set up.
+    return apps.get_model(model_label)._meta.get_field(name)
 
 
 class Registry:
