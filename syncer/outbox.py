@@ -438,30 +438,37 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
 
 
 def outbox_due(*, now=None) -> models.QuerySet[OutboxEntry]:
-    """Pending entries whose publish is due: after a backoff, or whose task may be lost."""
+    """Pending entries whose publish is due: after a failure's backoff, or whose task may be
+    lost (not published OUTBOX_LOST_AFTER_SECONDS after it was enqueued)."""
     now = now or timezone.now()
-    grace = now - timedelta(seconds=settings.OUTBOX_SWEEP_SECONDS)
+    lost = now - timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS)
     return OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).filter(
-        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=grace)
+        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=lost)
     )
 
 
 def outbox_sweep(*, inline: bool = False, limit: int = 1000) -> int:
-    """Publish again what is due, one publish per legacy row. Returns how many rows."""
-    heads = (
-        outbox_due()
+    """Publish again what is due, one publish per legacy row. Returns how many rows.
+
+    Each row swept is not due again for OUTBOX_LOST_AFTER_SECONDS, so entries whose task is
+    only waiting behind others in the queue are not enqueued again and again."""
+    now = timezone.now()
+    heads = list(
+        outbox_due(now=now)
         .values("mapping", "object_pk")
         .annotate(first=models.Min("pk"))
         .order_by("first")[:limit]
     )
-    count = 0
+    retry_at = now + timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS)
     for head in heads:
+        OutboxEntry.objects.filter(
+            mapping=head["mapping"], object_pk=head["object_pk"], status="pending"
+        ).update(next_attempt_at=retry_at)
         if inline:
             outbox_publish(entry_id=head["first"])
         else:
             outbox_enqueue(entry_id=head["first"])
-        count += 1
-    return count
+    return len(heads)
 
 
 def outbox_retry_failed(*, entries: models.QuerySet[OutboxEntry]) -> int:

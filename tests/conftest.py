@@ -60,6 +60,7 @@ def stack_env(transactional_db, aws) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         # Short sweep period so a lost publish task is recovered within a test's patience.
         "OUTBOX_SWEEP_SECONDS": "2",
+        "OUTBOX_LOST_AFTER_SECONDS": "5",
     }
 
 

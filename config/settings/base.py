@@ -165,8 +165,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "region": AWS_REGION,
     "is_secure": not (AWS_ENDPOINT_URL or "").startswith("http://"),
     "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
-    "wait_time_seconds": env.int("SQS_WAIT_TIME_SECONDS", default=1),
-    "polling_interval": env.float("SQS_POLLING_INTERVAL", default=0.2),
+    # moto's FIFO long poll skips, for its whole wait, every group that was in flight when
+    # the poll began (real SQS returns as soon as a message arrives): poll short on moto.
+    "wait_time_seconds": env.int("SQS_WAIT_TIME_SECONDS", default=0 if AWS_ENDPOINT_URL else 10),
+    "polling_interval": env.float("SQS_POLLING_INTERVAL", default=0.05 if AWS_ENDPOINT_URL else 1),
     "predefined_queues": {
         SYNC_QUEUE_NAME: {"url": SYNC_QUEUE_URL},
         OUTBOX_QUEUE_NAME: {"url": OUTBOX_QUEUE_URL},
@@ -191,6 +193,9 @@ SYNC_MESSAGE_GROUPS = env.int("SYNC_MESSAGE_GROUPS", default=4)
 SYNC_CHANGELOG_RETENTION_HOURS = env.int("SYNC_CHANGELOG_RETENTION_HOURS", default=48)
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=8)
 OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=30)
+# A pending entry not published this long after it was (re)enqueued is taken as lost and
+# enqueued again by the sweep; at most once per period, so a busy queue is not flooded.
+OUTBOX_LOST_AFTER_SECONDS = env.int("OUTBOX_LOST_AFTER_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE = {
     # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
     "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},

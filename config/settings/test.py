@@ -14,3 +14,14 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 DATABASES["default"]["TEST"]["NAME"] = env(  # noqa: F405
     "TEST_DATABASE_NAME", default=f"test_backsync_{__import__('os').getpid()}"
 )
+
+# Short limits, so that a message held by a killed worker comes back (SQS visibility
+# timeout) within a test's patience; still longer than a task plus its retry delay.
+CELERY_TASK_TIME_LIMIT = 20
+CELERY_TASK_SOFT_TIME_LIMIT = 15
+CELERY_RETRY_BACKOFF_MAX = 5
+SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", default=30)
+CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
+    **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
+    "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
+}

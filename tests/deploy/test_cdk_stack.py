@@ -170,6 +170,9 @@ def test_handler_function_runs_the_projects_handler(template, synth):
 
 # --- SQS ---------------------------------------------------------------------------------
 def test_fifo_queue_redrives_to_fifo_dlq_with_worker_consistent_visibility(template, settings):
+    # The deployed worker runs the base settings' limits (the test settings shorten them).
+    from config.settings import base
+
     dlq_id = _logical_id(
         template, "AWS::SQS::Queue", QueueName=settings.SYNC_DLQ_NAME, FifoQueue=True
     )
@@ -179,15 +182,15 @@ def test_fifo_queue_redrives_to_fifo_dlq_with_worker_consistent_visibility(templ
             "QueueName": settings.SYNC_QUEUE_NAME,
             "FifoQueue": True,
             # The app's own setting: longer than a task plus its longest retry delay.
-            "VisibilityTimeout": settings.SQS_VISIBILITY_TIMEOUT,
+            "VisibilityTimeout": base.SQS_VISIBILITY_TIMEOUT,
             "RedrivePolicy": {
                 "deadLetterTargetArn": _getatt(dlq_id),
                 "maxReceiveCount": settings.SQS_MAX_RECEIVE_COUNT,
             },
         },
     )
-    assert settings.SQS_VISIBILITY_TIMEOUT >= (
-        settings.CELERY_TASK_TIME_LIMIT + settings.CELERY_RETRY_BACKOFF_MAX
+    assert (
+        base.SQS_VISIBILITY_TIMEOUT >= base.CELERY_TASK_TIME_LIMIT + base.CELERY_RETRY_BACKOFF_MAX
     )
 
 

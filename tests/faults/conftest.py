@@ -47,8 +47,7 @@ def fault_env(stack_env) -> dict[str, str]:
         "SQS_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
         # A retried batch (database down) runs again within seconds of the link's return.
         "CELERY_RETRY_BACKOFF_MAX": "4",
-        # The sweep re-enqueues every pending entry older than this, including those whose
-        # task is merely still queued: 2 s (stack_env) floods moto's slow SQS under load.
+        # Sweep less often than stack_env's 2 s: each sweep is a message on moto's slow SQS.
         "OUTBOX_SWEEP_SECONDS": "5",
     }
 

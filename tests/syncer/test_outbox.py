@@ -1,7 +1,10 @@
 """The outbox against moto and MariaDB: publishing, conflicts, echo, idempotence, sweep."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from chefs import services
 from chefs.dynamo import ChefItem
@@ -181,12 +184,28 @@ def test_dynamo_down_counts_attempts_then_fails_visibly(aws, settings, moto_serv
 
 
 def test_sweep_publishes_entries_whose_task_was_lost(aws, settings):
-    settings.OUTBOX_SWEEP_SECONDS = 0
+    settings.OUTBOX_LOST_AFTER_SECONDS = 60
     with transaction.atomic():
         services.chef_create(first_name="Alton", last_name="Brown")
+    assert outbox_sweep(inline=True) == 0  # its task may still be on its way
+    OutboxEntry.objects.update(created_at=timezone.now() - timedelta(seconds=61))
     assert outbox_sweep(inline=True) == 1
     assert OutboxEntry.objects.get().status == "published"
     assert item("Brown#Alton") is not None
+
+
+def test_sweep_enqueues_a_pending_row_once_per_period(aws, settings, monkeypatch):
+    settings.OUTBOX_LOST_AFTER_SECONDS = 60
+    enqueued = []
+    monkeypatch.setattr(
+        "syncer.outbox.outbox_enqueue", lambda *, entry_id: enqueued.append(entry_id)
+    )
+    chef = services.chef_create(first_name="Alton", last_name="Brown")
+    services.chef_update(chef=chef, last_name="B2")
+    OutboxEntry.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+    assert outbox_sweep() == 1  # one publish per legacy row, not per entry
+    assert outbox_sweep() == 0  # not again while its task may still be queued
+    assert len(enqueued) == 1
 
 
 def test_outbox_record_needs_a_transaction(aws):
