@@ -44,9 +44,7 @@ demo: setup
 # prints a table and appends it to bench/RESULTS.md. See bench/README.md.
 bench: setup
 	$(PY) bench/apply_throughput.py
+	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
+	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py
-	# moto's FIFO long poll skips, for its whole wait, the groups that were in flight when
-	# it began (moto/sqs/models.py receive_message): with the 1 s default wait that adds up
-	# to a second per message and starves 4 groups; measure with short polling too.
-	SQS_WAIT_TIME_SECONDS=0 SQS_POLLING_INTERVAL=0.05 $(PY) bench/end_to_end.py
 	if [ -f bench/reconcile_memory.py ]; then $(PY) bench/reconcile_memory.py; fi

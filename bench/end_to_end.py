@@ -249,8 +249,8 @@ def main() -> None:
                 f"moto alone (the local limit): {ceiling_1:.0f} writes/s with 1 client, "
                 f"{ceiling_n:.0f} with {args.ceiling_threads} threads; worker concurrency 2, "
                 "relay batch 100, batching window 0.2 s, poll interval 0.2 s; worker SQS "
-                f"long-poll wait {os.environ.get('SQS_WAIT_TIME_SECONDS', '1')} s, polling "
-                f"interval {os.environ.get('SQS_POLLING_INTERVAL', '0.2')} s "
+                f"long-poll wait {os.environ.get('SQS_WAIT_TIME_SECONDS', '0')} s, polling "
+                f"interval {os.environ.get('SQS_POLLING_INTERVAL', '0.05')} s "
                 "(SQS_WAIT_TIME_SECONDS, SQS_POLLING_INTERVAL)"
             ),
         )
