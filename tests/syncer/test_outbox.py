@@ -220,3 +220,21 @@ def test_outbox_record_needs_a_transaction(aws):
             outbox_record(mapping=CHEF_MAPPING, instance=chef, op="upsert")
     finally:
         connection.in_atomic_block = True
+
+
+def test_sweep_command(aws, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.OUTBOX_LOST_AFTER_SECONDS = 60
+    services.chef_create(first_name="Alton", last_name="Brown")
+    OutboxEntry.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+    out = StringIO()
+    call_command("outbox_sweep", "--dry-run", stdout=out)
+    assert "1 outbox entr(y/ies) due" in out.getvalue()
+    assert OutboxEntry.objects.get().status == "pending"
+    call_command("outbox_sweep", "--inline", stdout=out)
+    assert "1 legacy row(s) published again" in out.getvalue()
+    assert OutboxEntry.objects.get().status == "published"
+    assert item("Brown#Alton").lastName == "Brown"
