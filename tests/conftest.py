@@ -1,5 +1,4 @@
 import os
-import sys
 
 import pytest
 from django.conf import settings
@@ -8,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
-from tests.procs import VENV_BIN, ManagedProcess
+from tests.procs import ManagedProcess, relay_argv, worker_argv
 
 
 @pytest.fixture
@@ -68,23 +67,7 @@ def stack_env(transactional_db, aws) -> dict[str, str]:
 def worker(stack_env, tmp_path):
     proc = ManagedProcess(
         "worker",
-        [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
-            "--concurrency",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "--beat",
-            "--schedule",
-            str(tmp_path / "beat-schedule"),
-            "-l",
-            "info",
-        ],
+        worker_argv(schedule=tmp_path / "beat-schedule"),
         env=stack_env,
         log_dir=tmp_path,
     ).start()
@@ -97,7 +80,7 @@ def worker(stack_env, tmp_path):
 def relay(stack_env, tmp_path):
     proc = ManagedProcess(
         "relay",
-        [sys.executable, "manage.py", "relay_stream", "--batching-window", "0.2", "-v", "2"],
+        relay_argv("-v", "2"),
         env=stack_env,
         log_dir=tmp_path,
     ).start()

@@ -88,3 +88,30 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def worker_argv(*, schedule: Path) -> list[str]:
+    """A celery worker on both queues with beat (the outbox sweep), as `make up` runs it."""
+    from django.conf import settings
+
+    return [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "config",
+        "worker",
+        "-Q",
+        f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
+        "--concurrency",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+        "--beat",
+        "--schedule",
+        str(schedule),
+        "-l",
+        "info",
+    ]
+
+
+def relay_argv(*extra: str) -> list[str]:
+    return [sys.executable, "manage.py", "relay_stream", "--batching-window", "0.2", *extra]

@@ -8,43 +8,14 @@ from urllib.parse import quote
 import boto3
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from chefs.dynamo import ChefItem
 from chefs.models import Chef
 from syncer.models import AppliedChange, Conflict, OutboxEntry
 from tests.procs import wait_until
+from tests.stores import dynamo_rows, mysql_rows, stream_records
 
 pytestmark = pytest.mark.e2e
-
-
-def mysql_rows() -> dict[str | None, tuple[str, str]]:
-    with connection.cursor() as cur:
-        cur.execute("SELECT chef_id, cheffirst, cheflast FROM cheftable")
-        return {k: (f, last) for k, f, last in cur.fetchall()}
-
-
-def dynamo_rows() -> dict[str, tuple[str, str]]:
-    return {i.ChefId: (i.firstName, i.lastName) for i in ChefItem.scan(consistent_read=True)}
-
-
-def stream_records(key: str) -> list[dict]:
-    """Every record the table's stream holds for `key`: one per DynamoDB write."""
-    ddb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
-    streams = boto3.client("dynamodbstreams", endpoint_url=settings.AWS_ENDPOINT_URL)
-    arn = ddb.describe_table(TableName="chef")["Table"]["LatestStreamArn"]
-    out = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while it:
-            page = streams.get_records(ShardIterator=it, Limit=1000)
-            out += [r for r in page["Records"] if r["dynamodb"]["Keys"]["ChefId"]["S"] == key]
-            if not page["Records"]:
-                break
-            it = page.get("NextShardIterator")
-    return out
 
 
 def pending() -> int:

@@ -10,23 +10,13 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from chefs.dynamo import ChefItem
 from chefs.models import Chef
 from syncer.models import FailedChange
 from syncer.services import failed_change_replay
 from tests.procs import wait_until
+from tests.stores import dynamo_rows, mysql_rows
 
 pytestmark = pytest.mark.e2e
-
-
-def mysql_rows() -> dict[str, tuple[str, str]]:
-    with connection.cursor() as cur:
-        cur.execute("SELECT chef_id, cheffirst, cheflast FROM cheftable")
-        return {k: (f, last) for k, f, last in cur.fetchall()}
-
-
-def dynamo_rows() -> dict[str, tuple[str, str]]:
-    return {i.ChefId: (i.firstName, i.lastName) for i in ChefItem.scan(consistent_read=True)}
 
 
 def test_crud_through_the_new_api_reaches_mysql(api_client, worker, relay):

@@ -10,7 +10,6 @@ killed worker held comes back (and a retried batch runs again) within a test's p
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,9 +18,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from chefs.dynamo import ChefItem
 from syncer.models import AppliedChange, FailedChange
-from tests.procs import VENV_BIN, ManagedProcess, wait_until
+from tests.procs import ManagedProcess, relay_argv, wait_until, worker_argv
+from tests.stores import dynamo_rows, mysql_rows, stream_records  # noqa: F401 - used by the tests
 
 VISIBILITY_TIMEOUT = 6  # seconds; a SIGKILLed worker's messages come back after this
 OUTBOX_VISIBILITY_TIMEOUT = 30
@@ -60,23 +59,7 @@ def make_worker(fault_env, tmp_path):
     def make(name: str = "worker", **overrides: str) -> ManagedProcess:
         proc = ManagedProcess(
             name,
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
-                "--concurrency",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-                "--beat",
-                "--schedule",
-                str(tmp_path / f"{name}-beat-schedule"),
-                "-l",
-                "info",
-            ],
+            worker_argv(schedule=tmp_path / f"{name}-beat-schedule"),
             env={**fault_env, **overrides},
             log_dir=tmp_path,
         )
@@ -98,17 +81,7 @@ def fault_worker(make_worker):
 def fault_relay(fault_env, tmp_path):
     proc = ManagedProcess(
         "relay",
-        [
-            sys.executable,
-            "manage.py",
-            "relay_stream",
-            "--batching-window",
-            "0.2",
-            "--poll-interval",
-            "0.2",
-            "-v",
-            "2",
-        ],
+        relay_argv("--poll-interval", "0.2", "-v", "2"),
         env=fault_env,
         log_dir=tmp_path,
     ).start()
@@ -163,35 +136,6 @@ def _item(key: str, first: str) -> dict:
 
 
 # --- what must hold at the end -------------------------------------------------------------
-
-
-def mysql_rows() -> dict[str | None, tuple[str, str]]:
-    with connection.cursor() as cur:
-        cur.execute("SELECT chef_id, cheffirst, cheflast FROM cheftable")
-        return {k: (f, last) for k, f, last in cur.fetchall()}
-
-
-def dynamo_rows() -> dict[str, tuple[str, str]]:
-    return {i.ChefId: (i.firstName, i.lastName) for i in ChefItem.scan(consistent_read=True)}
-
-
-def stream_records() -> list[dict]:
-    """Every record the table's stream holds (moto keeps them all; one shard)."""
-    ddb = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
-    streams = boto3.client("dynamodbstreams", endpoint_url=settings.AWS_ENDPOINT_URL)
-    arn = ddb.describe_table(TableName="chef")["Table"]["LatestStreamArn"]
-    out: list[dict] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while it:
-            page = streams.get_records(ShardIterator=it, Limit=1000)
-            out += page["Records"]
-            if not page["Records"]:
-                break
-            it = page.get("NextShardIterator")
-    return out
 
 
 def is_poison(record: dict) -> bool:
