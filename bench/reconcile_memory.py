@@ -12,7 +12,10 @@ compare with CRC32 ranges on MySQL. One item in 1,000 is made to differ.
 
 Prints JSON: rows, seconds, buckets, counts, baseline and peak RSS (MiB, from
 getrusage: the process high-water mark), and the tracemalloc peak of Python allocations
-made during the run (when enabled; it slows the run about 2x).
+made during the run (when enabled; it slows the run about 2x). For comparison it runs, in
+a separate process (its own RSS high-water mark), the plain way: the same Scan pages
+collected and a plain SELECT of the same rows, both held in memory; the reconcile rate is
+given as a share of that plain rate.
 """
 
 from __future__ import annotations
@@ -91,6 +94,31 @@ def page_source(rows: int, page_size: int = 1000):
     return source
 
 
+def plain_scan_and_select(rows: int, segments: int) -> dict:
+    """The baseline: every Scan page kept, one plain SELECT fetched whole."""
+    from django.db import connection
+
+    baseline = rss_mib()
+    t0 = time.monotonic()
+    source = page_source(rows)
+    items = [
+        item
+        for seg in range(segments)
+        for page in source(None, seg, segments, False)
+        for item in page
+    ]
+    with connection.cursor() as cur:
+        cur.execute("SELECT chef_id, cheffirst, cheflast FROM cheftable")
+        fetched = cur.fetchall()
+    seconds = time.monotonic() - t0
+    assert len(items) == len(fetched) == rows
+    return {
+        "seconds": round(seconds, 2),
+        "rss_baseline_mib": round(baseline, 1),
+        "rss_peak_mib": round(rss_mib(), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -99,12 +127,45 @@ def main() -> None:
     parser.add_argument("--database", default="backsync_bench_reconcile")
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument("--keep", action="store_true", help="Keep the bench database.")
+    parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.plain_only:  # the baseline, in its own process, on the loaded database
+        os.environ["DATABASE_URL"] = f"mysql://root@127.0.0.1:3306/{args.database}"
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+        os.environ["DEBUG"] = "false"
+        import django
+
+        django.setup()
+        print(json.dumps(plain_scan_and_select(args.rows, args.segments)))
+        return
 
     setup(args.database)
     t0 = time.monotonic()
     load_mysql(args.rows)
     load_seconds = time.monotonic() - t0
+    import subprocess
+
+    plain = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--plain-only",
+                "--rows",
+                str(args.rows),
+                "--segments",
+                str(args.segments),
+                "--database",
+                args.database,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
     from chefs.mapping import CHEF_MAPPING
     from syncer.reconcile import ReconcileOptions, reconcile_run
@@ -133,6 +194,10 @@ def main() -> None:
                 "rss_baseline_mib": round(baseline, 1),
                 "rss_peak_mib": round(rss_mib(), 1),
                 "tracemalloc_peak_mib": round(traced_peak, 1) if traced_peak else None,
+                "plain_scan_select": plain,
+                "reconcile_rows_per_s": round(args.rows / seconds),
+                "plain_rows_per_s": round(args.rows / plain["seconds"]),
+                "rate_vs_plain": round(plain["seconds"] / seconds, 3),
             }
         )
     )
