@@ -27,7 +27,8 @@ cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 PYEOF
 
-trap 'scripts/stack.sh down' EXIT
+# DEMO_KEEP_RUNNING=1 leaves the stack up afterwards (look around, then `make down`).
+[[ ${DEMO_KEEP_RUNNING:-0} == 1 ]] || trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh up
 export AWS_ENDPOINT_URL=http://127.0.0.1:${MOTO_PORT:-5000}
 .venv/bin/python scripts/demo.py

@@ -202,7 +202,8 @@ up() {
     wait_healthy worker worker_ready || fail_up
   fi
   if wants relay; then
-    start relay "$PY" manage.py relay_stream
+    # Lambda polls a shard about four times a second; so does the local relay.
+    start relay "$PY" manage.py relay_stream --poll-interval 0.25
     stays_up relay || fail_up
   fi
 
