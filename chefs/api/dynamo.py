@@ -53,6 +53,13 @@ class VersionConflictOutput(serializers.Serializer):
 _UNAVAILABLE = OpenApiResponse(description="DynamoDB unavailable; see the Retry-After header.")
 _NOT_FOUND = OpenApiResponse(description="No item with this key.")
 _CONFLICT = OpenApiResponse(VersionConflictOutput, description="Stale version; current item.")
+_UPDATE_RESPONSES = {
+    200: DynamoChefOutput,
+    400: None,
+    404: _NOT_FOUND,
+    409: _CONFLICT,
+    503: _UNAVAILABLE,
+}
 
 
 def _not_found(chef_id: str) -> NotFound:
@@ -141,13 +148,7 @@ class DynamoChefDetailView(APIView):
     @extend_schema(
         operation_id="dynamo_chefs_update",
         request=DynamoChefUpdateInput,
-        responses={
-            200: DynamoChefOutput,
-            400: None,
-            404: _NOT_FOUND,
-            409: _CONFLICT,
-            503: _UNAVAILABLE,
-        },
+        responses=_UPDATE_RESPONSES,
     )
     def put(self, request: Request, chef_id: str) -> Response:
         return self._update(request, chef_id, partial=False)
@@ -155,13 +156,7 @@ class DynamoChefDetailView(APIView):
     @extend_schema(
         operation_id="dynamo_chefs_partial_update",
         request=DynamoChefUpdateInput(partial=True),
-        responses={
-            200: DynamoChefOutput,
-            400: None,
-            404: _NOT_FOUND,
-            409: _CONFLICT,
-            503: _UNAVAILABLE,
-        },
+        responses=_UPDATE_RESPONSES,
     )
     def patch(self, request: Request, chef_id: str) -> Response:
         return self._update(request, chef_id, partial=True)
