@@ -291,8 +291,10 @@ def outbox_publish(*, entry_id: int) -> str:
         return "noop"
     mapping = registry.get(head.mapping)
     try:
-        with transaction.atomic():
-            outcome = _publish_locked(mapping, head)
+        outcome = _key_assign(mapping, head)
+        if outcome is None:
+            with transaction.atomic():
+                outcome = _publish_locked(mapping, head)
     except (PynamoDBException, BotoCoreError, ClientError) as exc:
         # DynamoDB unreachable, throttled or refusing: count it; the sweep retries later.
         _count_failure(mapping, head, f"{type(exc).__name__}: {exc}")
@@ -335,6 +337,46 @@ def _count_failure(mapping: Mapping, head: OutboxEntry, error: str) -> None:
     )
 
 
+def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
+    """Give a legacy row without a key its key (the mapping's key rule), committed before
+    anything is written to DynamoDB: if the publisher dies after its write, the echo then
+    lands on this row instead of inserting a second one. Returns an outcome when the
+    publish cannot go on ("conflict": another row holds the key), else None."""
+    model = mapping.get_model()
+    with transaction.atomic():
+        row = model.objects.select_for_update().filter(pk=head.object_pk).first()
+        if row is None or getattr(row, mapping.key_field):
+            return None
+        fields = {fm.field: getattr(row, fm.field) for fm in mapping.fields}
+        key = mapping.key_rule(fields) if mapping.key_rule else ""
+        if not key:
+            _count_failure(mapping, head, "no key rule to give this row a key")
+            return "retry"
+        try:
+            with transaction.atomic():
+                model.objects.filter(pk=row.pk).update(**{mapping.key_field: key})
+        except IntegrityError:
+            # Another legacy row already holds this key: keep this one unkeyed and show it.
+            batch = list(
+                OutboxEntry.objects.select_for_update()
+                .filter(mapping=mapping.name, object_pk=head.object_pk, status="pending")
+                .order_by("pk")
+            )
+            if not batch:
+                return "noop"
+            _record_conflict(
+                mapping=mapping,
+                kind=Conflict.Kind.KEY_COLLISION,
+                key=key,
+                first=batch[0],
+                last=batch[-1],
+                image=_current_item(mapping, key),
+            )
+            _mark(batch, status="conflict", published_at=timezone.now())
+            return "conflict"
+    return None
+
+
 def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
     batch = list(
         OutboxEntry.objects.select_for_update()
@@ -348,13 +390,26 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
     row = model.objects.select_for_update().filter(pk=head.object_pk).first()
     now = timezone.now()
     key = (getattr(row, mapping.key_field) if row is not None else None) or last.key or ""
+    # A create if the row had no key when its oldest pending edit was made; the key was
+    # given since by _key_assign, possibly in a publish that died after its write: then
+    # the item is ours at version 1 and the rest of the batch builds on it.
+    creating = not first.key
+    base = first.base_version
+    if creating and key:
+        image = _current_item(mapping, key)
+        if (
+            image is not None
+            and mapping.version_from_image(image) == 1
+            and _plain_values(mapping, image) == first.values
+        ):
+            creating, base = False, 1
 
     if last.op == OutboxEntry.Op.DELETE or row is None:
         if not key:
             # Never reached DynamoDB: nothing to delete.
             _mark(batch, status="published", published_at=now)
             return "published"
-        write = _dynamo_delete(mapping=mapping, key=key, base=first.base_version)
+        write = _dynamo_delete(mapping=mapping, key=key, base=base)
         if not write.ok:
             image = _current_item(mapping, key)
             if image is not None:
@@ -376,39 +431,20 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
         _mark(batch, status="published", published_at=now)
         return "published"
 
-    creating = not getattr(row, mapping.key_field)
-    if creating:
-        key = (
-            mapping.key_rule({fm.field: getattr(row, fm.field) for fm in mapping.fields})
-            if mapping.key_rule
-            else ""
-        )
-        if not key:
-            _count_failure(mapping, head, "no key rule to give this row a key")
-            return "retry"
-        try:
-            with transaction.atomic():
-                model.objects.filter(pk=row.pk).update(**{mapping.key_field: key})
-        except IntegrityError:
-            # Another legacy row already holds this key: keep this one unkeyed and show it.
-            _record_conflict(
-                mapping=mapping,
-                kind=Conflict.Kind.KEY_COLLISION,
-                key=key,
-                first=first,
-                last=last,
-                image=_current_item(mapping, key),
-            )
-            _mark(batch, status="conflict", published_at=now)
-            return "conflict"
+    if not key:
+        _count_failure(mapping, head, "the row has no key yet")
+        return "retry"
 
     values = last.values
-    write = _dynamo_upsert(
-        mapping=mapping, key=key, values=values, base=first.base_version, creating=creating
-    )
+    if base == 1 and first.key == "" and values == first.values:
+        write = _Write(ok=True, version=1)  # our own create already holds these values
+    else:
+        write = _dynamo_upsert(
+            mapping=mapping, key=key, values=values, base=base, creating=creating
+        )
     if not write.ok:
         image = _current_item(mapping, key)
-        expected = (first.base_version or 0) + 1
+        expected = (base or 0) + 1
         if (
             image is not None
             and _plain_values(mapping, image) == values

@@ -154,12 +154,23 @@ def failed_ids() -> set[str]:
 def assert_converged(*, timeout: float = 120) -> dict[str, int]:
     """Both stores equal, no duplicate rows, every stream record applied (or stale) except
     the poison ones, which are exactly the changes kept as failed. Returns some counts."""
-    wait_until(
-        lambda: mysql_rows() == dynamo_rows(),
-        timeout=timeout,
-        interval=1,
-        what="MySQL equal to DynamoDB",
-    )
+    try:
+        wait_until(
+            lambda: mysql_rows() == dynamo_rows(),
+            timeout=timeout,
+            interval=1,
+            what="MySQL equal to DynamoDB",
+        )
+    except AssertionError:
+        mysql, dynamo = mysql_rows(), dynamo_rows()
+        diff = {
+            k: (mysql.get(k), dynamo.get(k))
+            for k in set(mysql) | set(dynamo)
+            if mysql.get(k) != dynamo.get(k)
+        }
+        raise AssertionError(
+            f"stores differ on {len(diff)} key(s) (mysql, dynamo): {diff}"
+        ) from None
     records = stream_records()
     poison = {r["eventID"] for r in records if is_poison(r)}
     assert poison, "the flow wrote no poison change"

@@ -238,3 +238,31 @@ def test_sweep_command(aws, settings):
     assert "1 legacy row(s) published again" in out.getvalue()
     assert OutboxEntry.objects.get().status == "published"
     assert item("Brown#Alton").lastName == "Brown"
+
+
+def test_publisher_dying_after_its_write_leaves_one_row(aws, monkeypatch):
+    """The create reached DynamoDB, then the publisher died before recording it: the echo
+    must land on the legacy row (its key was committed first), and the retry must see its
+    own write instead of a conflict."""
+    import syncer.outbox as outbox
+
+    chef = services.chef_create(first_name="Alton", last_name="Brown")
+    real_mark = outbox._mark
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("publisher killed")
+
+    monkeypatch.setattr(outbox, "_mark", die)
+    with pytest.raises(KeyboardInterrupt):
+        publish_all()
+    monkeypatch.setattr(outbox, "_mark", real_mark)
+    assert item("Brown#Alton").version == 1  # the write happened
+    assert OutboxEntry.objects.get().status == "pending"  # its record did not
+
+    changes_apply(changes=[echo("Brown#Alton", 300, event="INSERT")])
+    assert list(Chef.objects.values_list("pk", "chef_id")) == [(chef.pk, "Brown#Alton")]
+
+    assert publish_all() == ["published"]
+    assert item("Brown#Alton").version == 1  # written once
+    assert not Conflict.objects.exists()
+    assert Chef.objects.count() == 1
