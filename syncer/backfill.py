@@ -313,8 +313,9 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
     for key in sorted(tombstoned):
         result.skip({"key": key, "error": "tombstone: the item was removed in DynamoDB"})
         by_key.pop(key)
-    existing = _existing_keys(client, mapping, list(by_key))
+    existing = _existing_items(client, mapping, list(by_key))
     result.skipped += len(existing)  # already there: never overwritten, reconcile compares
+    _versions_adopt(mapping, by_key, existing)
     todo = [k for k in by_key if k not in existing]
     for start in range(0, len(todo), DYNAMO_BATCH_WRITE):
         chunk = todo[start : start + DYNAMO_BATCH_WRITE]
@@ -342,14 +343,39 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
         result.written += len(chunk)
 
 
-def _existing_keys(client, mapping: Mapping, keys: list[str]) -> set[str]:
-    found: set[str] = set()
+def _versions_adopt(
+    mapping: Mapping, rows: dict[str, dict[str, Any]], existing: dict[str, dict[str, Any]]
+) -> None:
+    """Record the version of existing items that hold exactly the row's values (typically
+    this backfill's own write from a run killed before it could record it), so later legacy
+    edits are conditioned on it. An item with other values is left for reconcile."""
+    same: dict[int | None, list[str]] = {}
+    for key, image in existing.items():
+        try:
+            theirs = mapping.row_from_image(image)
+        except MappingError:
+            continue
+        if all(theirs[fm.field] == rows[key][fm.field] for fm in mapping.fields):
+            same.setdefault(mapping.version_from_image(image), []).append(key)
+    now = timezone.now()
+    with transaction.atomic():
+        for version, keys in same.items():
+            KeyState.objects.bulk_create(
+                [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
+                ignore_conflicts=True,
+            )
+            KeyState.objects.filter(
+                mapping=mapping.name, key__in=keys, item_version__isnull=True
+            ).update(item_version=version, deleted=False)
+
+
+def _existing_items(client, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The items (DynamoDB JSON) that exist among `keys`, by a consistent BatchGetItem."""
+    found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(keys), DYNAMO_BATCH_GET):
         request = {
             mapping.table_name: {
                 "Keys": [{mapping.key_attribute: {"S": k}} for k in keys[start : start + 100]],
-                "ProjectionExpression": "#k",
-                "ExpressionAttributeNames": {"#k": mapping.key_attribute},
                 "ConsistentRead": True,
             }
         }
@@ -358,7 +384,7 @@ def _existing_keys(client, mapping: Mapping, keys: list[str]) -> set[str]:
             with dynamo_errors():
                 response = client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(mapping.table_name, []):
-                found.add(item[mapping.key_attribute]["S"])
+                found[item[mapping.key_attribute]["S"]] = item
             request = response.get("UnprocessedKeys") or {}
             if request:
                 time.sleep(delay)  # throttled: back off before the rest

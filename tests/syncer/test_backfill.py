@@ -173,3 +173,26 @@ def test_killed_backfill_resumes_without_duplicates(stack_env, tmp_path):
     assert set(items) == set(keys)
     assert {i["version"]["N"] for i in items.values()} == {"1"}
     assert KeyState.objects.filter(mapping="chef", item_version=1).count() == 400
+
+
+@pytest.mark.django_db
+def test_existing_items_with_the_rows_values_get_their_version_recorded(aws):
+    """A run killed after its BatchWriteItem but before recording the versions: the next
+    run finds the items, and records the version of those that hold the row's values."""
+    Chef.objects.create(first_name="Same", last_name="Row", chef_id="Row#Same")
+    Chef.objects.create(first_name="Other", last_name="Row", chef_id="Row#Other")
+    client = dynamodb_client()
+    for key, first in [("Row#Same", "Same"), ("Row#Other", "Changed")]:
+        client.put_item(
+            TableName="chef",
+            Item={
+                "ChefId": {"S": key},
+                "firstName": {"S": first},
+                "lastName": {"S": "Row"},
+                "version": {"N": "3"},
+            },
+        )
+    call_command("backfill", "--to", "dynamo", stdout=io.StringIO())
+    versions = dict(KeyState.objects.values_list("key", "item_version"))
+    assert versions.get("Row#Same") == 3
+    assert versions.get("Row#Other") is None  # not ours: left for reconcile
