@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -51,7 +51,7 @@ class TransientApplyError(Exception):
     """The batch could not be applied for a reason that may pass; retry it whole."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedChange:
     mapping: Mapping
     key: str
@@ -62,6 +62,7 @@ class ParsedChange:
     source_time: datetime | None
     event_id: str
     raw: dict[str, Any]
+    db_source_time: str | None = None  # source_time as the database takes it
 
 
 @dataclass
@@ -98,22 +99,35 @@ def _source_time(value: Any) -> datetime | None:
     return None
 
 
-def change_parse(*, change: dict[str, Any], fetch_image=None) -> ParsedChange:
-    """Validate one change message against its mapping; raises MappingError."""
+def change_parse(
+    *, change: dict[str, Any], fetch_image=None, mappings: dict[str, Mapping] | None = None
+) -> ParsedChange:
+    """Validate one change message against its mapping; raises MappingError.
+
+    `mappings` (table name -> mapping) saves the registry lookup per change in a batch."""
     if not isinstance(change, dict):
         raise MappingError("change is not an object")
     event_id = change.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise MappingError("change has no id")
-    try:
-        mapping = registry.for_table(str(change.get("table")))
-    except LookupError as exc:
-        raise MappingError(str(exc)) from exc
+    table = str(change.get("table"))
+    mapping = mappings.get(table) if mappings is not None else None
+    if mapping is None:
+        try:
+            mapping = registry.for_table(table)
+        except LookupError as exc:
+            raise MappingError(str(exc)) from exc
+        if mappings is not None:
+            mappings[table] = mapping
     event = change.get("event")
     if event not in EVENT_NAMES:
         raise MappingError(f"unknown event name {event!r}")
     seq_text = change.get("seq")
-    if not isinstance(seq_text, str) or not seq_text.isdigit() or len(seq_text) > 40:
+    if (
+        not isinstance(seq_text, str)
+        or not (seq_text.isascii() and seq_text.isdigit())  # "²".isdigit() is True
+        or len(seq_text) > 40
+    ):
         raise MappingError(f"bad sequence number {seq_text!r}")
     key = mapping.key_from_keys(change.get("keys") or {})
     image = change.get("image")
@@ -123,6 +137,7 @@ def change_parse(*, change: dict[str, Any], fetch_image=None) -> ParsedChange:
         if image is None:
             event = "REMOVE"
     row = mapping.row_from_image(image) if event != "REMOVE" else None
+    source_time = _source_time(change.get("ts"))
     return ParsedChange(
         mapping=mapping,
         key=key,
@@ -130,9 +145,10 @@ def change_parse(*, change: dict[str, Any], fetch_image=None) -> ParsedChange:
         seq=int(seq_text),
         row=row,
         version=mapping.version_from_image(image) if event != "REMOVE" else None,
-        source_time=_source_time(change.get("ts")),
+        source_time=source_time,
         event_id=event_id,
         raw=change,
+        db_source_time=_db_time(source_time),
     )
 
 
@@ -200,9 +216,10 @@ def changes_apply(*, changes: Iterable[dict[str, Any]], fetch_image=None) -> App
     result = ApplyResult()
     parsed: list[ParsedChange] = []
     invalid: list[tuple[dict[str, Any], str]] = []
+    mappings: dict[str, Mapping] = {}
     for change in changes:
         try:
-            parsed.append(change_parse(change=change, fetch_image=fetch_image))
+            parsed.append(change_parse(change=change, fetch_image=fetch_image, mappings=mappings))
         except MappingError as exc:
             invalid.append((change, str(exc)))
 
@@ -269,55 +286,130 @@ def _q(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _rows_sql(table: str, columns: list[str], nrows: int) -> str:
-    one = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    cols = ", ".join(_q(c) for c in columns)
-    return f"INSERT INTO {_q(table)} ({cols}) VALUES " + ", ".join([one] * nrows)
+def _insert_head(table: str, columns: list[str] | tuple[str, ...]) -> str:
+    return f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in columns)}) VALUES "
 
 
-def _locked_sequences(mapping: Mapping, keys: list[str]) -> dict[str, int]:
-    """Lock the key state rows of `keys` (creating missing ones) in key order and return
-    their sequence numbers. Concurrent batches touching the same keys serialise here."""
-    table = _q(KeyState._meta.db_table)
+class _Values:
+    """Builds the VALUES list of a multi-row statement with the driver's own escaping.
 
-    def select(subset: list[str]) -> dict[str, int]:
-        marks = ", ".join(["%s"] * len(subset))
-        cur.execute(
-            f"SELECT {_q('key')}, {_q('sequence')} FROM {table} "
-            f"WHERE {_q('mapping')} = %s AND {_q('key')} IN ({marks}) "
-            f"ORDER BY {_q('key')} FOR UPDATE",
-            [mapping.name, *subset],
-        )
-        return {k: int(seq) for k, seq in cur.fetchall()}
+    MySQLdb binds parameters on the client anyway (`Connection.literal` per value, then
+    `%`-formatting the query); its generic path was half of the apply's Python time. The
+    typed fast paths below produce the same literals: strings through the connection's
+    `string_literal` (mysql_real_escape_string, charset-aware), ints and booleans as
+    numbers, None as NULL; any other type falls back to `literal` itself."""
 
-    with connection.cursor() as cur:
-        found = select(keys)
-        missing = [k for k in keys if k not in found]
-        if missing:
-            # A placeholder row (sequence 0) takes the lock on a new key, so two batches
-            # that both see it as new cannot both write its row.
-            now = connection.ops.adapt_datetimefield_value(timezone.now())
-            sql = _rows_sql(
-                KeyState._meta.db_table,
-                ["mapping", "key", "sequence", "deleted", "applied_at"],
-                len(missing),
-            ).replace("INSERT INTO", "INSERT IGNORE INTO", 1)
-            cur.execute(sql, [v for k in missing for v in (mapping.name, k, 0, False, now)])
-            if cur.rowcount == len(missing):
-                found.update(dict.fromkeys(missing, 0))  # all ours: sequence 0, locked
-            else:
-                found.update(select(missing))  # another batch created some meanwhile
-    return found
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        raw = connection.connection
+        self._literal = raw.literal
+        self._string_literal = raw.string_literal
+        self._encoding = raw.encoding
+        self.rows: list[bytes] = []
+
+    def lit(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is str:
+            return self._string_literal(value.encode(self._encoding))
+        if value is None:
+            return b"NULL"
+        if kind is int:
+            return b"%d" % value
+        if kind is bool:
+            return b"1" if value else b"0"
+        return self._literal(value)
+
+    def add(self, values: Iterable[Any]) -> None:
+        self.rows.append(b"(" + b",".join(map(self.lit, values)) + b")")
+
+    def sql(self, head: str, tail: str = "") -> str:
+        # No parameters are passed with it, so neither Django nor MySQLdb %-formats it.
+        enc = self._encoding
+        return (head.encode(enc) + b",".join(self.rows) + tail.encode(enc)).decode(enc)
+
+
+@functools.cache
+def _upsert_parts(mapping: Mapping) -> tuple[str, str, tuple[Any, ...]]:
+    """The mapped table's multi-row upsert (head, tail) and the per-column converters to
+    database values (None where the value goes as it is)."""
+    model = mapping.get_model()
+    key_field = model._meta.get_field(mapping.key_field)
+    fields = [model._meta.get_field(fm.field) for fm in mapping.fields]
+    head = _insert_head(model._meta.db_table, [key_field.column, *(f.column for f in fields)])
+    updates = ", ".join(f"{_q(f.column)} = VALUES({_q(f.column)})" for f in fields)
+    # ON DUPLICATE KEY UPDATE matches the key column's unique index.
+    preps = tuple(
+        None
+        if type(f) in (models.CharField, models.TextField)  # a str or None goes as it is
+        else functools.partial(_prep_save, f)
+        for f in fields
+    )
+    return head, f" ON DUPLICATE KEY UPDATE {updates}", preps
+
+
+def _prep_save(field: models.Field, value: Any) -> Any:
+    return field.get_db_prep_save(value, connection)
+
+
+_STATE_COLUMNS = (
+    "mapping",
+    "key",
+    "sequence",
+    "previous_sequence",
+    "deleted",
+    "item_version",
+    "source_time",
+    "applied_at",
+)
+_LOG_COLUMNS = (
+    "mapping",
+    "key",
+    "event_id",
+    "event_name",
+    "sequence",
+    "outcome",
+    "source_time",
+    "applied_at",
+)
+
+
+@functools.cache
+def _guard_tail() -> str:
+    """The key-state upsert that records a batch's newest changes and tells the winners.
+
+    Per key, under the row lock the statement itself takes (keys in sorted order, so
+    concurrent batches cannot deadlock): `previous_sequence` keeps the sequence found, the
+    other columns move only when the change is newer, and `sequence` is assigned last so
+    every IF still sees the old value (also under SIMULTANEOUS_ASSIGNMENT). RETURNING reads
+    back the sequence found: NULL for a new key. A change wins when it is newer than that.
+    """
+    newer = f"VALUES({_q('sequence')}) > {_q('sequence')}"
+    moved = ", ".join(
+        f"{_q(c)} = IF({newer}, VALUES({_q(c)}), {_q(c)})"
+        for c in ("deleted", "item_version", "source_time", "applied_at")
+    )
+    return (
+        f" ON DUPLICATE KEY UPDATE {_q('previous_sequence')} = {_q('sequence')}, {moved}, "
+        + f"{_q('sequence')} = GREATEST({_q('sequence')}, VALUES({_q('sequence')}))"
+        + f" RETURNING {_q('key')}, {_q('previous_sequence')}"
+    )
+
+
+def _db_time(value: datetime | None) -> str | None:
+    # What DatabaseOperations.adapt_datetimefield_value does on MySQL with USE_TZ (naive
+    # UTC, the connection's time zone, as text) without its per-value checks.
+    return str(value.astimezone(UTC).replace(tzinfo=None)) if value is not None else None
 
 
 def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     """One batch of one mapping, in the caller's transaction, with multi-row statements:
-    lock key states, upsert winners' rows, delete removed ones, record key states and the
-    change log. In steady state that is four statements whatever the batch size."""
+    the guarded key-state upsert (locks the keys and tells the winners), the winners' rows
+    upserted, the removed ones deleted, and the change log. Three or four statements
+    whatever the batch size."""
     mapping = items[0].mapping
     model = mapping.get_model()
     now = timezone.now()
-    db_now = connection.ops.adapt_datetimefield_value(now)
+    db_now = _db_time(now)
 
     # The newest change per key within the batch; the others are stale by construction.
     newest: dict[str, ParsedChange] = {}
@@ -326,28 +418,50 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
         if best is None or item.seq > best.seq:
             newest[item.key] = item
     keys = sorted(newest)
-    sequences = _locked_sequences(mapping, keys)
-    winners = [newest[k] for k in keys if newest[k].seq > sequences[k]]
-    upserts = [w for w in winners if w.event != "REMOVE"]
-    removes = [w.key for w in winners if w.event == "REMOVE"]
 
+    name = mapping.name
     with connection.cursor() as cur:
+        values = _Values()
+        for k in keys:
+            w = newest[k]
+            values.add(
+                (
+                    name,
+                    k,
+                    w.seq,
+                    None,
+                    w.event == "REMOVE",
+                    w.version,
+                    w.db_source_time,
+                    db_now,
+                )
+            )
+        cur.execute(
+            values.sql(_insert_head(KeyState._meta.db_table, _STATE_COLUMNS), _guard_tail())
+        )
+        found = dict(cur.fetchall())
+        if len(found) != len(keys):
+            raise DatabaseError(f"key state upsert returned {len(found)} of {len(keys)} keys")
+        winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
+        upserts = [w for w in winners if w.event != "REMOVE"]
+        removes = [w.key for w in winners if w.event == "REMOVE"]
+
         if upserts:
-            key_field = model._meta.get_field(mapping.key_field)
-            fields = [model._meta.get_field(fm.field) for fm in mapping.fields]
-            columns = [key_field.column, *(f.column for f in fields)]
-            params: list[Any] = []
+            head, tail, preps = _upsert_parts(mapping)
+            attrs = [fm.field for fm in mapping.fields]
+            values = _Values()
             for w in upserts:
                 row = w.row or {}
-                params.append(w.key)
-                params.extend(f.get_db_prep_save(row.get(f.name), connection) for f in fields)
-            updates = ", ".join(f"{_q(f.column)} = VALUES({_q(f.column)})" for f in fields)
-            # ON DUPLICATE KEY UPDATE matches the key column's unique index.
-            cur.execute(
-                _rows_sql(model._meta.db_table, columns, len(upserts))
-                + f" ON DUPLICATE KEY UPDATE {updates}",
-                params,
-            )
+                values.add(
+                    (
+                        w.key,
+                        *(
+                            row.get(a) if prep is None else prep(row.get(a))
+                            for a, prep in zip(attrs, preps, strict=True)
+                        ),
+                    )
+                )
+            cur.execute(values.sql(head, tail))
         if removes:
             marks = ", ".join(["%s"] * len(removes))
             cur.execute(
@@ -355,66 +469,28 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
                 f"WHERE {_q(model._meta.get_field(mapping.key_field).column)} IN ({marks})",
                 removes,
             )
-        if winners:
-            # The rows exist and are locked by this transaction.
-            state_columns = [
-                "mapping",
-                "key",
-                "sequence",
-                "deleted",
-                "item_version",
-                "source_time",
-                "applied_at",
-            ]
-            params = []
-            for w in winners:
-                params += [
-                    mapping.name,
-                    w.key,
-                    w.seq,
-                    w.event == "REMOVE",
-                    w.version,
-                    connection.ops.adapt_datetimefield_value(w.source_time),
-                    db_now,
-                ]
-            updates = ", ".join(f"{_q(c)} = VALUES({_q(c)})" for c in state_columns[2:])
-            cur.execute(
-                _rows_sql(KeyState._meta.db_table, state_columns, len(winners))
-                + f" ON DUPLICATE KEY UPDATE {updates}",
-                params,
-            )
+
         winner_ids = {id(w) for w in winners}
-        log_columns = [
-            "mapping",
-            "key",
-            "event_id",
-            "event_name",
-            "sequence",
-            "outcome",
-            "source_time",
-            "applied_at",
-        ]
-        params = []
+        applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
+        values = _Values()
         log: list[tuple[str, str, float | None]] = []
         for item in items:
-            outcome = (
-                AppliedChange.Outcome.APPLIED
-                if id(item) in winner_ids
-                else AppliedChange.Outcome.STALE
+            outcome = applied if id(item) in winner_ids else stale
+            values.add(
+                (
+                    name,
+                    item.key,
+                    item.event_id[:128],
+                    item.event,
+                    item.seq,
+                    outcome,
+                    item.db_source_time,
+                    db_now,
+                )
             )
-            params += [
-                mapping.name,
-                item.key,
-                item.event_id[:128],
-                item.event,
-                item.seq,
-                outcome,
-                connection.ops.adapt_datetimefield_value(item.source_time),
-                db_now,
-            ]
             lag = (now - item.source_time).total_seconds() if item.source_time else None
             log.append((item.event, outcome, lag))
-        cur.execute(_rows_sql(AppliedChange._meta.db_table, log_columns, len(items)), params)
+        cur.execute(values.sql(_insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
 
     metrics.applied_record(mapping=mapping.name, items=log)
     if logger.isEnabledFor(logging.DEBUG):

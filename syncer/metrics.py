@@ -76,13 +76,21 @@ def _after_commit(func) -> None:
 
 def applied_record(*, mapping: str, items: Iterable[tuple[str, str, float | None]]) -> None:
     """Count processed changes: (event name, outcome, lag in seconds or None) per change."""
-    rows = list(items)
+    counts: dict[tuple[str, str], int] = {}
+    lags: list[float] = []
+    for event, outcome, lag in items:
+        counts[event, outcome] = counts.get((event, outcome), 0) + 1
+        if lag is not None and outcome == "applied":
+            lags.append(max(lag, 0.0))
 
     def bump() -> None:
-        for event, outcome, lag in rows:
-            CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome).inc()
-            if lag is not None and outcome == "applied":
-                SYNC_LAG.labels(mapping=mapping).observe(max(lag, 0.0))
+        # One label lookup per (event, outcome) and per batch, not per change.
+        for (event, outcome), n in counts.items():
+            CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome).inc(n)
+        if lags:
+            histogram = SYNC_LAG.labels(mapping=mapping)
+            for lag in lags:
+                histogram.observe(lag)
 
     _after_commit(bump)
 

@@ -27,6 +27,14 @@ class KeyState(models.Model):
         null=True, blank=True, help_text="When the change happened in DynamoDB."
     )
     applied_at = models.DateTimeField()
+    # Written by the apply's guarded upsert (`previous_sequence = sequence` before the
+    # sequence moves) and read back with RETURNING: one statement both locks the key and
+    # tells which changes won, instead of a locking SELECT plus placeholder inserts.
+    previous_sequence = SequenceField(
+        null=True,
+        blank=True,
+        help_text="Sequence number before the latest apply statement (apply bookkeeping).",
+    )
 
     class Meta:
         constraints = [
