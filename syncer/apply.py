@@ -99,6 +99,11 @@ def _source_time(value: Any) -> datetime | None:
     return None
 
 
+def _sequence_like(value: Any) -> bool:
+    # ASCII digits only ("²".isdigit() is True) and within the columns' 40 digits.
+    return isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40
+
+
 def change_parse(
     *, change: dict[str, Any], fetch_image=None, mappings: dict[str, Mapping] | None = None
 ) -> ParsedChange:
@@ -123,11 +128,7 @@ def change_parse(
     if event not in EVENT_NAMES:
         raise MappingError(f"unknown event name {event!r}")
     seq_text = change.get("seq")
-    if (
-        not isinstance(seq_text, str)
-        or not (seq_text.isascii() and seq_text.isdigit())  # "²".isdigit() is True
-        or len(seq_text) > 40
-    ):
+    if not _sequence_like(seq_text):
         raise MappingError(f"bad sequence number {seq_text!r}")
     key = mapping.key_from_keys(change.get("keys") or {})
     image = change.get("image")
@@ -184,7 +185,7 @@ def failed_change_record(
             "mapping": mapping[:64],
             "key": key[:255],
             "event_name": str(change.get("event") or change.get("eventName") or "")[:16],
-            "sequence": Decimal(seq) if isinstance(seq, str) and seq.isdigit() else None,
+            "sequence": Decimal(seq) if _sequence_like(seq) else None,
             "payload": change,
             "error": error,
             "first_failed_at": now,
@@ -319,8 +320,12 @@ class _Values:
             return b"1" if value else b"0"
         return self._literal(value)
 
-    def add(self, values: Iterable[Any]) -> None:
-        self.rows.append(b"(" + b",".join(map(self.lit, values)) + b")")
+    def lead(self, *values: Any) -> bytes:
+        """Literals of the leading values every row shares, to pass to add()."""
+        return b"".join(self.lit(v) + b"," for v in values)
+
+    def add(self, values: Iterable[Any], lead: bytes = b"") -> None:
+        self.rows.append(b"(" + lead + b",".join(map(self.lit, values)) + b")")
 
     def sql(self, head: str, tail: str = "") -> str:
         # No parameters are passed with it, so neither Django nor MySQLdb %-formats it.
@@ -351,25 +356,26 @@ def _prep_save(field: models.Field, value: Any) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
+# The batch's constants (mapping, applied_at) lead, so they are escaped once per batch.
 _STATE_COLUMNS = (
     "mapping",
+    "applied_at",
     "key",
     "sequence",
     "previous_sequence",
     "deleted",
     "item_version",
     "source_time",
-    "applied_at",
 )
 _LOG_COLUMNS = (
     "mapping",
+    "applied_at",
     "key",
     "event_id",
     "event_name",
     "sequence",
     "outcome",
     "source_time",
-    "applied_at",
 )
 
 
@@ -422,20 +428,10 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     name = mapping.name
     with connection.cursor() as cur:
         values = _Values()
+        lead = values.lead(name, db_now)
         for k in keys:
             w = newest[k]
-            values.add(
-                (
-                    name,
-                    k,
-                    w.seq,
-                    None,
-                    w.event == "REMOVE",
-                    w.version,
-                    w.db_source_time,
-                    db_now,
-                )
-            )
+            values.add((k, w.seq, None, w.event == "REMOVE", w.version, w.db_source_time), lead)
         cur.execute(
             values.sql(_insert_head(KeyState._meta.db_table, _STATE_COLUMNS), _guard_tail())
         )
@@ -474,19 +470,19 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
         applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
         values = _Values()
         log: list[tuple[str, str, float | None]] = []
+        lead = values.lead(name, db_now)
         for item in items:
             outcome = applied if id(item) in winner_ids else stale
             values.add(
                 (
-                    name,
                     item.key,
                     item.event_id[:128],
                     item.event,
                     item.seq,
                     outcome,
                     item.db_source_time,
-                    db_now,
-                )
+                ),
+                lead,
             )
             lag = (now - item.source_time).total_seconds() if item.source_time else None
             log.append((item.event, outcome, lag))

@@ -89,7 +89,7 @@ class Mapping:
         row: dict[str, Any] = {}
         for fm in self.fields:
             typed = image.get(fm.attribute)
-            if typed is None or typed == {"NULL": True}:
+            if typed is None or typed == _NULL:
                 if fm.required:
                     raise MappingError(f"{fm.attribute}: missing attribute")
                 row[fm.field] = None
@@ -116,7 +116,7 @@ class Mapping:
         return {fm.attribute: row.get(fm.field) for fm in self.fields}
 
     def _untype(self, fm: FieldMap, typed: dict[str, Any]) -> Any:
-        expected = _dynamo_type(self.model_field(fm.field))
+        expected = _expected_type(self.model, fm.field)
         if not isinstance(typed, dict) or len(typed) != 1 or expected not in typed:
             got = next(iter(typed), "?") if isinstance(typed, dict) and typed else repr(typed)
             raise MappingError(f"{fm.attribute}: expected type {expected}, got {got}")
@@ -151,6 +151,14 @@ class Mapping:
 def _model_field(model_label: str, name: str) -> models.Field:
     # Hot path of every applied change; the app registry is fixed once Django is set up.
     return apps.get_model(model_label)._meta.get_field(name)
+
+
+_NULL = {"NULL": True}
+
+
+@functools.cache
+def _expected_type(model_label: str, name: str) -> str:
+    return _dynamo_type(_model_field(model_label, name))
 
 
 @functools.cache
