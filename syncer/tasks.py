@@ -4,8 +4,9 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from syncer import outbox
+from syncer import changelog, outbox
 from syncer.apply import TransientApplyError, changes_apply
+from syncer.changelog import PRUNE_TASK_NAME
 from syncer.changes import APPLY_TASK_NAME
 from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
 
@@ -40,6 +41,11 @@ def outbox_publish(entry_id: int) -> str:
 @shared_task(name=SWEEP_TASK_NAME, acks_late=True)
 def outbox_sweep() -> int:
     return outbox.outbox_sweep()
+
+
+@shared_task(name=PRUNE_TASK_NAME, acks_late=True)  # idempotent: deletes what is past due
+def changelog_prune() -> int:
+    return changelog.changelog_prune()
 
 
 # --- reconcile (manage.py reconcile --distributed) ------------------------------------
