@@ -199,6 +199,8 @@ OUTBOX_LOST_AFTER_SECONDS = env.int("OUTBOX_LOST_AFTER_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE = {
     # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
     "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},
+    # Keeps the applied-change log to SYNC_CHANGELOG_RETENTION_HOURS.
+    "changelog-prune": {"task": "syncer.changelog_prune", "schedule": 3600.0},
 }
 
 # --- Logging --------------------------------------------------------------------------
