@@ -153,6 +153,24 @@ def run_apply(messages: list[list[dict]]) -> float:
     return t[0]
 
 
+def rows_write(cur, upserts: list[tuple], removes: list[str]) -> None:
+    """The floor's data write for one message: one multi-row upsert, one DELETE ... IN."""
+    if upserts:
+        values = ", ".join(["(%s, %s, %s)"] * len(upserts))
+        cur.execute(
+            "INSERT INTO cheftable (chef_id, cheffirst, cheflast) VALUES "
+            + values
+            + " ON DUPLICATE KEY UPDATE cheffirst = VALUES(cheffirst),"
+            " cheflast = VALUES(cheflast)",
+            [v for row in upserts for v in row],
+        )
+    if removes:
+        cur.execute(
+            "DELETE FROM cheftable WHERE chef_id IN (" + ", ".join(["%s"] * len(removes)) + ")",
+            removes,
+        )
+
+
 def run_raw(plan: list[tuple[list, list]]) -> float:
     from django.db import connection, transaction
 
@@ -160,22 +178,7 @@ def run_raw(plan: list[tuple[list, list]]) -> float:
     with common.timed() as t:
         for upserts, removes in plan:
             with transaction.atomic(), connection.cursor() as cur:
-                if upserts:
-                    values = ", ".join(["(%s, %s, %s)"] * len(upserts))
-                    cur.execute(
-                        "INSERT INTO cheftable (chef_id, cheffirst, cheflast) VALUES "
-                        + values
-                        + " ON DUPLICATE KEY UPDATE cheffirst = VALUES(cheffirst),"
-                        " cheflast = VALUES(cheflast)",
-                        [v for row in upserts for v in row],
-                    )
-                if removes:
-                    cur.execute(
-                        "DELETE FROM cheftable WHERE chef_id IN ("
-                        + ", ".join(["%s"] * len(removes))
-                        + ")",
-                        removes,
-                    )
+                rows_write(cur, upserts, removes)
     return t[0]
 
 
@@ -218,22 +221,7 @@ def run_guarded_floor(plan: list[tuple[list, list]], guards: list[list[tuple]]) 
                     [v for row in guard for v in row],
                 )
                 cur.fetchall()
-                if upserts:
-                    values = ", ".join(["(%s, %s, %s)"] * len(upserts))
-                    cur.execute(
-                        "INSERT INTO cheftable (chef_id, cheffirst, cheflast) VALUES "
-                        + values
-                        + " ON DUPLICATE KEY UPDATE cheffirst = VALUES(cheffirst),"
-                        " cheflast = VALUES(cheflast)",
-                        [v for row in upserts for v in row],
-                    )
-                if removes:
-                    cur.execute(
-                        "DELETE FROM cheftable WHERE chef_id IN ("
-                        + ", ".join(["%s"] * len(removes))
-                        + ")",
-                        removes,
-                    )
+                rows_write(cur, upserts, removes)
     return t[0]
 
 
