@@ -90,6 +90,15 @@ def messages_pack(changes: list[dict], *, relay_batch: int, groups: int) -> list
     return messages
 
 
+def newest_per_key(message: list[dict]) -> dict[str, dict]:
+    newest: dict[str, dict] = {}
+    for c in message:
+        key = c["keys"]["ChefId"]["S"]
+        if key not in newest or int(c["seq"]) > int(newest[key]["seq"]):
+            newest[key] = c
+    return newest
+
+
 def plan_writes(messages: list[list[dict]]) -> tuple[list[tuple[list, list]], dict]:
     """Per message, the rows the guarded apply writes and the keys it removes (simulated
     outside the timing), and the final expected table."""
@@ -97,11 +106,7 @@ def plan_writes(messages: list[list[dict]]) -> tuple[list[tuple[list, list]], di
     final: dict[str, tuple[str, str]] = {}
     plan = []
     for message in messages:
-        newest: dict[str, dict] = {}
-        for c in message:
-            key = c["keys"]["ChefId"]["S"]
-            if key not in newest or int(c["seq"]) > int(newest[key]["seq"]):
-                newest[key] = c
+        newest = newest_per_key(message)
         upserts, removes = [], []
         for key in sorted(newest):
             c = newest[key]
@@ -189,11 +194,7 @@ def guard_rows(messages: list[list[dict]]) -> list[list[tuple]]:
     now = str(timezone.now().replace(tzinfo=None))
     out = []
     for message in messages:
-        newest: dict[str, dict] = {}
-        for c in message:
-            key = c["keys"]["ChefId"]["S"]
-            if key not in newest or int(c["seq"]) > int(newest[key]["seq"]):
-                newest[key] = c
+        newest = newest_per_key(message)
         rows = []
         for key in sorted(newest):
             c = newest[key]
