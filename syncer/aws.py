@@ -98,14 +98,15 @@ def dynamo_model_reconnect(model, *, host: str | None = None, table_name: str | 
 _clients: dict[tuple, Any] = {}
 
 
-def _client(service: str):
+def _client(service: str, *, read_timeout: float | None = None):
     endpoint = aws_endpoint()
+    read_timeout = read_timeout or settings.DYNAMO_READ_TIMEOUT
     cache_key = (
         service,
         endpoint.url,
         endpoint.region,
         settings.DYNAMO_CONNECT_TIMEOUT,
-        settings.DYNAMO_READ_TIMEOUT,
+        read_timeout,
         settings.DYNAMO_MAX_RETRIES,
     )
     client = _clients.get(cache_key)
@@ -114,7 +115,7 @@ def _client(service: str):
         config = Config(
             region_name=endpoint.region,
             connect_timeout=settings.DYNAMO_CONNECT_TIMEOUT,
-            read_timeout=settings.DYNAMO_READ_TIMEOUT,
+            read_timeout=read_timeout,
             retries={"total_max_attempts": 1 + settings.DYNAMO_MAX_RETRIES, "mode": "standard"},
         )
         client = boto3.session.Session().client(
@@ -126,6 +127,16 @@ def _client(service: str):
 
 def dynamodb_client():
     return _client("dynamodb")
+
+
+def dynamodb_scan_client():
+    """For whole-table Scans (reconcile): a 1 MB Scan page is a batch job's read, not a web
+    request's, so it may take longer than DYNAMO_READ_TIMEOUT (moto needs ~6 s per page,
+    and several times that with parallel segments) without DynamoDB being unavailable."""
+    return _client(
+        "dynamodb",
+        read_timeout=max(settings.DYNAMO_SCAN_READ_TIMEOUT, settings.DYNAMO_READ_TIMEOUT),
+    )
 
 
 def streams_client():

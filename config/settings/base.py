@@ -122,6 +122,8 @@ DYNAMO_CHEF_TABLE = env("DYNAMO_CHEF_TABLE", default="chef")
 DYNAMO_CONNECT_TIMEOUT = env.float("DYNAMO_CONNECT_TIMEOUT", default=2.0)
 DYNAMO_READ_TIMEOUT = env.float("DYNAMO_READ_TIMEOUT", default=5.0)
 DYNAMO_MAX_RETRIES = env.int("DYNAMO_MAX_RETRIES", default=2)
+# Reconcile's Scan pages (1 MB each) are a batch job's reads: a longer read timeout.
+DYNAMO_SCAN_READ_TIMEOUT = env.float("DYNAMO_SCAN_READ_TIMEOUT", default=60.0)
 
 SYNC_QUEUE_NAME = env("SYNC_QUEUE_NAME", default="backsync-changes.fifo")
 SYNC_DLQ_NAME = env("SYNC_DLQ_NAME", default="backsync-changes-dlq.fifo")
