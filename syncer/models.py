@@ -304,3 +304,35 @@ class ReconcileItem(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.mapping}:{self.key}"
+
+
+class ReconcileKey(models.Model):
+    """The MySQL side's keys of a run, hashed by the database. The mapped table has no
+    key-hash column (and gets none), so without this every compare bucket would scan the
+    whole table (and the key states) for its hash range: quadratic in the table size. One
+    INSERT ... SELECT per mapping fills it; a bucket then reads its rows' primary keys, and
+    the tombstones, by an index range."""
+
+    class Source(models.TextChoices):
+        ROW = "row", "MySQL row (object_pk)"
+        TOMBSTONE = "tombstone", "key state tombstone (key)"
+
+    run_id = models.BigIntegerField()  # no foreign key: dropped in one fast DELETE
+    mapping = models.CharField(max_length=64)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    key_hash = models.BigIntegerField(help_text="CRC32 of the key's UTF-8 bytes.")
+    object_pk = models.CharField(max_length=64, blank=True, help_text="Rows: primary key.")
+    key = models.CharField(
+        max_length=255, blank=True, db_collation=KEY_COLLATION, help_text="Tombstones: key."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["run_id", "mapping", "source", "key_hash", "object_pk"],
+                name="syncer_reconcilekey_bucket",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.mapping} {self.source} {self.object_pk or self.key}"

@@ -16,13 +16,15 @@ from django.utils import timezone
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.aws import dynamodb_client
-from syncer.models import KeyState, ReconcileItem
+from syncer.models import KeyState, ReconcileItem, ReconcileKey, ReconcileRun
 from syncer.reconcile import (
     ReconcileOptions,
     bucket_range,
     dynamo_scan_pages,
     key_hash,
     reconcile_run,
+    segment_scan,
+    spill_drop,
 )
 from tests.procs import ROOT
 
@@ -288,3 +290,99 @@ def test_scan_segments_partition_the_table(db, aws):
     ]  # fmt: skip
     assert sum(spilled) == 8 and all(spilled)  # each item once, every segment used
     assert ReconcileItem.objects.values("key").distinct().count() == 8
+
+
+def test_spill_quotes_any_key_and_value(db, aws):
+    # The spill builds its INSERTs itself: quotes, backslashes, percent signs, newlines,
+    # NUL and 4-byte characters must arrive as they are, in keys and in values.
+    odd = ["O'Brien#Conan", 'back\\slash#"q"', "pct%s%%#x", "emoji#🍳", "nl\n#tab\t"]
+    for n, key in enumerate(odd):
+        both(key, f"{key} first\x00", f"{key} last {n}")
+    put_item("Quote'd#Diff", "It's", "Dynamo's")
+    row("Quote'd#Diff", "It's", "MySQL's")
+
+    report = run(buckets=2)
+
+    assert counts(report) == {"equal": 5, "different": 1}
+    different = report.mappings[0].samples["different"][0]
+    assert different["key"] == "Quote'd#Diff" and different["fields"] == ["last_name"]
+    assert different["dynamo"]["last_name"] == "Dynamo's"
+
+
+def test_compare_reads_the_mapped_table_once_then_by_primary_key(db, aws):
+    # Work stays linear in the table: the key hashes of the MySQL side are taken in one
+    # statement, and no bucket scans the whole mapped table (or the key states) again.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    seed_drift()
+    with CaptureQueriesContext(connection) as captured:
+        report = run(buckets=7)
+    assert report.drift == 5
+    hashed = [q["sql"] for q in captured.captured_queries if "CRC32(" in q["sql"]]
+    assert len(hashed) == 2, hashed  # the snapshot: keyed rows, tombstones
+    assert all(sql.startswith("INSERT INTO `syncer_reconcilekey`") for sql in hashed)
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    keyed = [q for q in selects if "FROM `cheftable`" in q and " IS NULL OR " not in q]
+    assert keyed and all("`cheftable`.`id` IN (" in q for q in keyed)  # by primary key
+    assert not [q for q in selects if "FROM `syncer_keystate`" in q]
+
+
+def test_spilled_pages_are_written_in_key_hash_order(db):
+    run_ = ReconcileRun.objects.create()
+    page = [
+        {"ChefId": {"S": f"K{i}#F"}, "firstName": {"S": "F"}, "lastName": {"S": "L"}}
+        for i in range(500)
+    ]
+    assert segment_scan(run_id=run_.pk, mapping=CHEF_MAPPING, segment=0, total_segments=1,
+                        consistent=False, pages=[page[:250], page[250:]]) == 500  # fmt: skip
+    hashes = list(ReconcileItem.objects.order_by("id").values_list("key_hash", flat=True))
+    first, second = hashes[:250], hashes[250:]
+    assert first == sorted(first) and second == sorted(second)  # each page, in hash order
+    assert hashes != sorted(hashes)
+
+
+def test_spill_drop_deletes_only_its_own_run(db):
+    runs = [ReconcileRun.objects.create() for _ in range(2)]
+    for n in range(30):  # interleaved ids, as with two runs at the same time
+        for r in runs:
+            ReconcileItem.objects.create(run_id=r.pk, mapping="chef", key_hash=n, key=f"k{n}")
+            ReconcileKey.objects.create(
+                run_id=r.pk, mapping="chef", source=ReconcileKey.Source.ROW, key_hash=n,
+                object_pk=str(n),
+            )  # fmt: skip
+    assert spill_drop(runs[0].pk) == 60
+    assert set(ReconcileItem.objects.values_list("run_id", flat=True)) == {runs[1].pk}
+    assert set(ReconcileKey.objects.values_list("run_id", flat=True)) == {runs[1].pk}
+    assert ReconcileItem.objects.count() == ReconcileKey.objects.count() == 30
+
+
+def test_a_failing_segment_stops_the_run_and_drops_the_spill(db, aws):
+    from syncer.aws import DynamoUnavailable
+
+    seed_drift()
+
+    def source(mapping, segment, total, consistent):
+        yield from dynamo_scan_pages(mapping, segment, total, consistent)
+        if segment == 1:
+            raise DynamoUnavailable("DynamoDB is unavailable: read timeout")
+
+    with pytest.raises(DynamoUnavailable):
+        reconcile_run(
+            mappings=[CHEF_MAPPING],
+            options=ReconcileOptions(segments=3, buckets=2),
+            page_source=source,
+        )
+    assert not ReconcileItem.objects.exists() and not ReconcileKey.objects.exists()
+    assert ReconcileRun.objects.get().finished_at is not None
+
+
+def test_scan_pages_have_their_own_read_timeout(settings):
+    from syncer.aws import dynamodb_client, dynamodb_scan_client
+
+    settings.DYNAMO_READ_TIMEOUT = 5.0
+    settings.DYNAMO_SCAN_READ_TIMEOUT = 77.0
+    assert dynamodb_scan_client().meta.config.read_timeout == 77.0
+    assert dynamodb_client().meta.config.read_timeout == 5.0
+    settings.DYNAMO_SCAN_READ_TIMEOUT = 1.0  # never shorter than a web request's
+    assert dynamodb_scan_client().meta.config.read_timeout == 5.0
