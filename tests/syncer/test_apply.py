@@ -224,3 +224,69 @@ def test_any_delivery_order_converges(gadget_mapping, history):
     for start in range(0, len(delivered), size):
         changes_apply(changes=delivered[start : start + size])
     assert {k: v[0] for k, v in rows().items()} == expected
+
+
+# --- concurrency: the guard under real concurrent transactions ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # each thread commits on its own connection
+def test_concurrent_batches_over_the_same_keys_converge(gadget_mapping):
+    """Celery runs several messages of one FIFO group at once (DESIGN.md): batches that
+    touch the same keys commit concurrently, in any order, with retries on deadlock. Every
+    key must end at its highest sequence number, and every change be applied or stale."""
+    import random
+    import threading
+
+    from django.db import connections
+
+    from syncer.apply import TransientApplyError
+
+    rng = random.Random(4)
+    keys = [f"k{i}" for i in range(40)]
+    changes = []
+    for seq in range(1, 1201):
+        key = rng.choice(keys)
+        event = "REMOVE" if rng.random() < 0.1 else "MODIFY"
+        changes.append(gadget_change(key, event, seq, name=f"n{seq}"))
+    rng.shuffle(changes)
+    batches = [changes[i : i + 30] for i in range(0, len(changes), 30)]
+    outcomes: list[tuple[int, int, int]] = []
+    errors: list[BaseException] = []
+
+    def work(mine: list[list[dict]]) -> None:
+        try:
+            for batch in mine:
+                for _attempt in range(20):
+                    try:
+                        result = changes_apply(changes=batch)
+                        break
+                    except TransientApplyError:  # deadlock: the task would retry
+                        continue
+                else:
+                    raise AssertionError("batch never applied")
+                outcomes.append((result.applied, result.stale, result.failed))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(batches[n::4],)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sum(a + s for a, s, _ in outcomes) == len(changes)
+    assert sum(f for _, _, f in outcomes) == 0
+
+    newest: dict[str, dict] = {}
+    for c in changes:
+        k = c["keys"]["Sku"]["S"]
+        if k not in newest or int(c["seq"]) > int(newest[k]["seq"]):
+            newest[k] = c
+    expected = {
+        k: (c["image"]["name"]["S"], 1, True) for k, c in newest.items() if c["event"] != "REMOVE"
+    }
+    assert rows() == expected
+    states = {s.key: (int(s.sequence), s.deleted) for s in KeyState.objects.all()}
+    assert states == {k: (int(c["seq"]), c["event"] == "REMOVE") for k, c in newest.items()}
