@@ -166,6 +166,50 @@ def image_fetch(*, mapping: Mapping, keys: dict[str, Any]) -> dict[str, Any] | N
 # --- failed changes -------------------------------------------------------------------
 
 
+def failed_change_keep(
+    *,
+    event_id: str,
+    source: str,
+    mapping: str,
+    key: str,
+    event_name: str,
+    sequence: Any,
+    payload: Any,
+    error: str,
+    attempts: int = 1,
+) -> FailedChange:
+    """Keep something the pipeline could not pass on (a change the worker could not apply,
+    a stream record the relay could not hand on). The same event seen again counts its new
+    attempts on the same row and marks it failed again."""
+    now = timezone.now()
+    failed, created = FailedChange.objects.get_or_create(
+        event_id=event_id[:128],
+        defaults={
+            "source": source,
+            "mapping": mapping[:64],
+            "key": key[:255],
+            "event_name": event_name[:16],
+            "sequence": Decimal(sequence) if _sequence_like(sequence) else None,
+            "payload": payload,
+            "error": error,
+            "attempts": attempts,
+            "first_failed_at": now,
+            "last_failed_at": now,
+        },
+    )
+    if not created:
+        FailedChange.objects.filter(pk=failed.pk).update(
+            attempts=F("attempts") + attempts,
+            error=error,
+            last_failed_at=now,
+            status=FailedChange.Status.FAILED,
+            resolved_at=None,
+        )
+        failed.refresh_from_db()
+    metrics.failed_record(mapping=mapping, event=failed.event_name, source=source)
+    return failed
+
+
 def failed_change_record(
     *,
     change: dict[str, Any],
@@ -175,37 +219,23 @@ def failed_change_record(
     key: str = "",
 ) -> FailedChange:
     """Keep a change that could not be applied; a redelivery of it counts another attempt."""
-    now = timezone.now()
-    event_id = str(change.get("id") or change.get("eventID") or "")[:128] or f"unknown-{now:%s%f}"
+    event_id = str(change.get("id") or change.get("eventID") or "")[:128]
+    event_id = event_id or f"unknown-{timezone.now():%s%f}"
     seq = change.get("seq")
-    failed, created = FailedChange.objects.get_or_create(
+    failed = failed_change_keep(
         event_id=event_id,
-        defaults={
-            "source": source,
-            "mapping": mapping[:64],
-            "key": key[:255],
-            "event_name": str(change.get("event") or change.get("eventName") or "")[:16],
-            "sequence": Decimal(seq) if _sequence_like(seq) else None,
-            "payload": change,
-            "error": error,
-            "first_failed_at": now,
-            "last_failed_at": now,
-        },
+        source=source,
+        mapping=mapping,
+        key=key,
+        event_name=str(change.get("event") or change.get("eventName") or ""),
+        sequence=seq,
+        payload=change,
+        error=error,
     )
-    if not created:
-        FailedChange.objects.filter(pk=failed.pk).update(
-            attempts=F("attempts") + 1,
-            error=error,
-            last_failed_at=now,
-            status=FailedChange.Status.FAILED,
-            resolved_at=None,
-        )
-        failed.refresh_from_db()
     logger.warning(
         "change failed",
         extra={"event_id": event_id, "key": key, "sequence": seq, "error": error},
     )
-    metrics.failed_record(mapping=mapping, event=failed.event_name, source=source)
     return failed
 
 

@@ -26,16 +26,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from syncer import metrics
+from syncer.apply import failed_change_keep
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.registry import registry
 
@@ -531,7 +530,6 @@ def failed_stream_record_keep(
     """Keep a Lambda-shaped stream record that the handler could not hand on.
 
     A record seen again (same eventID) counts its new attempts on the same row."""
-    now = timezone.now()
     ddb = record.get("dynamodb") or {}
     seq = ddb.get("SequenceNumber")
     mapping_name = key = ""
@@ -541,30 +539,14 @@ def failed_stream_record_keep(
         key = mapping.key_from_keys(ddb.get("Keys") or {})
     except (LookupError, ValueError):
         pass  # kept without them: the payload still has the keys
-    event_id = str(record.get("eventID") or f"{table}:{seq}")[:128]
-    failed, created = FailedChange.objects.get_or_create(
-        event_id=event_id,
-        defaults={
-            "source": FailedChange.Source.STREAM,
-            "mapping": mapping_name[:64],
-            "key": str(key)[:255],
-            "event_name": str(record.get("eventName") or "")[:16],
-            "sequence": Decimal(seq) if isinstance(seq, str) and seq.isdigit() else None,
-            "payload": record,
-            "error": error,
-            "attempts": attempts,
-            "first_failed_at": now,
-            "last_failed_at": now,
-        },
+    return failed_change_keep(
+        event_id=str(record.get("eventID") or f"{table}:{seq}"),
+        source=FailedChange.Source.STREAM,
+        mapping=mapping_name,
+        key=str(key),
+        event_name=str(record.get("eventName") or ""),
+        sequence=seq,
+        payload=record,
+        error=error,
+        attempts=attempts,
     )
-    if not created:
-        FailedChange.objects.filter(pk=failed.pk).update(
-            attempts=F("attempts") + attempts,
-            error=error,
-            last_failed_at=now,
-            status=FailedChange.Status.FAILED,
-            resolved_at=None,
-        )
-        failed.refresh_from_db()
-    metrics.failed_record(mapping=mapping_name, event=failed.event_name, source="stream")
-    return failed
