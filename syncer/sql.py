@@ -1,0 +1,70 @@
+"""Multi-row statements built on the client with the driver's own escaping (apply, reconcile).
+
+Both build INSERTs of thousands of values per statement; going through MySQLdb's generic
+parameter binding for each value was most of their Python time."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection
+
+
+@functools.cache
+def quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def insert_head(table: str, columns: list[str] | tuple[str, ...]) -> str:
+    return f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "
+
+
+class SqlValues:
+    """Builds the VALUES list of a multi-row statement with the driver's own escaping.
+
+    MySQLdb binds parameters on the client anyway (`Connection.literal` per value, then
+    `%`-formatting the query); its generic path was half of the apply's Python time and
+    most of the reconcile spill's (executemany). The typed fast paths below produce the
+    same literals: strings through the connection's `string_literal`
+    (mysql_real_escape_string, charset-aware), ints and booleans as numbers, None as NULL;
+    any other type falls back to `literal` itself."""
+
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        raw = connection.connection
+        self._literal = raw.literal
+        self._string_literal = raw.string_literal
+        self._encoding = raw.encoding
+        self.rows: list[bytes] = []
+        self.size = 0  # bytes of the VALUES list so far
+
+    def lit(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is str:
+            return self._string_literal(value.encode(self._encoding))
+        if value is None:
+            return b"NULL"
+        if kind is int:
+            return b"%d" % value
+        if kind is bool:
+            return b"1" if value else b"0"
+        return self._literal(value)
+
+    def lead(self, *values: Any) -> bytes:
+        """Literals of the leading values every row shares, to pass to add()."""
+        return b"".join(self.lit(v) + b"," for v in values)
+
+    def add(self, values: Iterable[Any], lead: bytes = b"") -> None:
+        row = b"(" + lead + b",".join(map(self.lit, values)) + b")"
+        self.rows.append(row)
+        self.size += len(row) + 1
+
+    def sql(self, head: str, tail: str = "") -> str:
+        # No parameters are passed with it, so neither Django nor MySQLdb %-formats it.
+        enc = self._encoding
+        return (head.encode(enc) + b",".join(self.rows) + tail.encode(enc)).decode(enc)
+
+    def clear(self) -> None:
+        self.rows, self.size = [], 0
