@@ -330,17 +330,22 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
             for k in chunk
         ]
         _batch_write(client, mapping.table_name, requests)
-        now = timezone.now()
-        version = 1 if mapping.version_attribute else None
         with transaction.atomic():
-            KeyState.objects.bulk_create(
-                [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in chunk],
-                ignore_conflicts=True,
-            )
-            KeyState.objects.filter(
-                mapping=mapping.name, key__in=chunk, item_version__isnull=True
-            ).update(item_version=version, deleted=False)
+            _versions_record(mapping, chunk, 1 if mapping.version_attribute else None)
         result.written += len(chunk)
+
+
+def _versions_record(mapping: Mapping, keys: list[str], version: int | None) -> None:
+    """Key states for items the backfill knows in DynamoDB: created where missing, and the
+    item's version recorded where none was (later legacy edits are conditioned on it)."""
+    now = timezone.now()
+    KeyState.objects.bulk_create(
+        [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
+        ignore_conflicts=True,
+    )
+    KeyState.objects.filter(mapping=mapping.name, key__in=keys, item_version__isnull=True).update(
+        item_version=version, deleted=False
+    )
 
 
 def _versions_adopt(
@@ -357,16 +362,9 @@ def _versions_adopt(
             continue
         if all(theirs[fm.field] == rows[key][fm.field] for fm in mapping.fields):
             same.setdefault(mapping.version_from_image(image), []).append(key)
-    now = timezone.now()
     with transaction.atomic():
         for version, keys in same.items():
-            KeyState.objects.bulk_create(
-                [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
-                ignore_conflicts=True,
-            )
-            KeyState.objects.filter(
-                mapping=mapping.name, key__in=keys, item_version__isnull=True
-            ).update(item_version=version, deleted=False)
+            _versions_record(mapping, keys, version)
 
 
 def _existing_items(client, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
