@@ -10,6 +10,8 @@ This path never touches MySQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
@@ -78,6 +80,19 @@ def dynamo_chef_get(*, chef_id: str) -> ChefItem | None:
             return ChefItem.get(chef_id, consistent_read=True)
         except ChefItem.DoesNotExist:
             return None
+
+
+@contextmanager
+def _existing_item_write(chef_id: str) -> Iterator[None]:
+    """A write conditioned on the item existing (and on its version, when given): a refused
+    condition becomes DoesNotExist or DynamoVersionConflict; an outage, DynamoUnavailable."""
+    with dynamo_errors():
+        try:
+            yield
+        except PynamoDBException as exc:
+            if not _condition_failed(exc):
+                raise
+            raise _conflict_or_missing(chef_id) from None
 
 
 def dynamo_chef_page(
@@ -160,17 +175,12 @@ def dynamo_chef_update(
     # With expected_version pynamodb adds "version = expected" and "ADD version 1";
     # without it, last write wins but the version still increments.
     item = ChefItem(chef_id, version=expected_version if expected_version is not None else 0)
-    with dynamo_errors():
-        try:
-            item.update(
-                actions=actions,
-                condition=ChefItem.ChefId.exists(),
-                add_version_condition=expected_version is not None,
-            )
-        except PynamoDBException as exc:
-            if not _condition_failed(exc):
-                raise
-            raise _conflict_or_missing(chef_id) from None
+    with _existing_item_write(chef_id):
+        item.update(
+            actions=actions,
+            condition=ChefItem.ChefId.exists(),
+            add_version_condition=expected_version is not None,
+        )
     return item
 
 
@@ -179,13 +189,8 @@ def dynamo_chef_delete(*, chef_id: str, expected_version: int | None = None) -> 
     item = ChefItem(chef_id)
     if expected_version is not None:
         item.version = expected_version
-    with dynamo_errors():
-        try:
-            item.delete(
-                condition=ChefItem.ChefId.exists(),
-                add_version_condition=expected_version is not None,
-            )
-        except PynamoDBException as exc:
-            if not _condition_failed(exc):
-                raise
-            raise _conflict_or_missing(chef_id) from None
+    with _existing_item_write(chef_id):
+        item.delete(
+            condition=ChefItem.ChefId.exists(),
+            add_version_condition=expected_version is not None,
+        )
