@@ -40,6 +40,13 @@ TRANSIENT_MYSQL_ERRORS = {
     1040,  # too many connections
     1205,  # lock wait timeout
     1213,  # deadlock
+    # An Aurora writer during a failover, or a connection that landed on a reader.
+    1290,  # running with --read-only
+    1792,  # cannot execute statement in a READ ONLY transaction
+    1836,  # running in read-only mode
+    # First deploy: the workers are up before the migrations have run. Retry until the
+    # schema is there; the changes are not bad.
+    1146,  # table doesn't exist
     2002,  # can't connect (socket)
     2003,  # can't connect (TCP)
     2006,  # server has gone away
@@ -81,15 +88,25 @@ class ApplyResult:
         self.failed_ids += other.failed_ids
 
 
+def mysql_error_code(exc: BaseException) -> int | None:
+    for err in (exc, exc.__cause__):
+        args = getattr(err, "args", None)
+        if args and isinstance(args[0], int):
+            return args[0]
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
-    if not isinstance(exc, OperationalError):
+    """Whether a database error may pass (retry the batch) rather than mean a bad change.
+
+    By code, whatever the driver's exception class (1146 is a ProgrammingError); an
+    OperationalError without a code is a connection-level failure."""
+    if not isinstance(exc, DatabaseError):
         return False
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    cause = exc.__cause__
-    if code is None and cause is not None and getattr(cause, "args", None):
-        code = cause.args[0] if isinstance(cause.args[0], int) else None
-    # An OperationalError without a code is a connection-level failure.
-    return code is None or code in TRANSIENT_MYSQL_ERRORS
+    code = mysql_error_code(exc)
+    if code is None:
+        return isinstance(exc, OperationalError)
+    return code in TRANSIENT_MYSQL_ERRORS
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -293,8 +310,7 @@ def _apply_isolating(items: list[ParsedChange]) -> ApplyResult:
     """Apply in one transaction; if the database refuses the batch for a non-transient
     reason, bisect until the refused changes are isolated and kept as failed."""
     try:
-        with transaction.atomic():
-            return _apply_bulk(items)
+        return _apply_bulk(items)
     except DatabaseError as exc:
         if is_transient(exc):
             raise
@@ -362,14 +378,14 @@ _LOG_COLUMNS = (
 
 @functools.cache
 def _guard_tail() -> str:
-    """The key-state upsert that records a batch's newest changes and tells the winners.
+    """The key-state upsert's tail: it records a batch's newest changes and locks their keys.
 
     Per key, under the row lock the statement itself takes (keys in sorted order, so
-    concurrent batches cannot deadlock): `previous_sequence` keeps the sequence found, the
-    other columns move only when the change is newer, and `sequence` is assigned last so
-    every IF still sees the old value (also under SIMULTANEOUS_ASSIGNMENT). RETURNING reads
-    back the sequence found: NULL for a new key. A change wins when it is newer than that.
-    """
+    concurrent batches cannot deadlock): `previous_sequence` keeps the sequence found (NULL
+    for a new key), the other columns move only when the change is newer, and `sequence` is
+    assigned last so every IF still sees the old value (also under MariaDB's
+    SIMULTANEOUS_ASSIGNMENT). Portable: MySQL 8.0 takes VALUES() here (deprecated, with a
+    warning) and MariaDB has no row alias."""
     newer = f"VALUES({_q('sequence')}) > {_q('sequence')}"
     moved = ", ".join(
         f"{_q(c)} = IF({newer}, VALUES({_q(c)}), {_q(c)})"
@@ -378,8 +394,34 @@ def _guard_tail() -> str:
     return (
         f" ON DUPLICATE KEY UPDATE {_q('previous_sequence')} = {_q('sequence')}, {moved}, "
         + f"{_q('sequence')} = GREATEST({_q('sequence')}, VALUES({_q('sequence')}))"
-        + f" RETURNING {_q('key')}, {_q('previous_sequence')}"
     )
+
+
+@functools.cache
+def _guard_read_head() -> str:
+    """Reads back what the upsert found, by the unique key (MariaDB once kept a full-scan plan
+    for `key IN (...)` on a table that grew from empty within a run). The rows are already
+    locked by the upsert in this transaction; FOR UPDATE makes it read their latest version
+    whatever the isolation level."""
+    state = KeyState._meta
+    return (
+        f"SELECT {_q('key')}, {_q('previous_sequence')} FROM {_q(state.db_table)} "
+        f"FORCE INDEX ({_q('syncer_keystate_unique_key')}) WHERE {_q('mapping')} = "
+    )
+
+
+def _round_trip(cur, statements: list[str]) -> list[tuple]:
+    """Send statements in one round trip (the driver's multi-statement protocol, which both
+    engines speak); return the rows of the result set that has rows. An error in any
+    statement is raised here, as Django's DatabaseError, and the rest is not run."""
+    cur.execute(";\n".join(statements))
+    rows: list[tuple] = []
+    with connection.wrap_database_errors:
+        while True:
+            if cur.description is not None:
+                rows = list(cur.fetchall())
+            if not cur.nextset():
+                return rows
 
 
 def _db_time(value: datetime | None) -> str | None:
@@ -389,10 +431,34 @@ def _db_time(value: datetime | None) -> str | None:
 
 
 def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
-    """One batch of one mapping, in the caller's transaction, with multi-row statements:
-    the guarded key-state upsert (locks the keys and tells the winners), the winners' rows
-    upserted, the removed ones deleted, and the change log. Three or four statements
-    whatever the batch size."""
+    """One batch of one mapping in one transaction, in two round trips whatever its size.
+
+    1. the guarded key-state upsert (locks the keys, records the newest changes) and the
+       locking read of what it found, which tells the winners;
+    2. the winners' rows upserted, the removed ones deleted, and the change log.
+    Outside any transaction (the worker), START TRANSACTION and COMMIT ride along with
+    them; inside one (a caller's atomic block, tests) a savepoint takes their place."""
+    if connection.get_autocommit() and not connection.in_atomic_block:
+        with connection.cursor() as cur:
+            try:
+                return _apply_statements(cur, items, begin=["START TRANSACTION"], end=["COMMIT"])
+            except BaseException:
+                _rollback_quietly(cur)
+                raise
+    with transaction.atomic(), connection.cursor() as cur:
+        return _apply_statements(cur, items, begin=[], end=[])
+
+
+def _rollback_quietly(cur) -> None:
+    # The transaction this module opened must not stay open on a connection Django believes
+    # is in autocommit mode; if the connection is gone, the server has rolled it back.
+    try:
+        cur.execute("ROLLBACK")
+    except DatabaseError:
+        connection.close_if_unusable_or_obsolete()
+
+
+def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: list[str]):
     mapping = items[0].mapping
     model = mapping.get_model()
     now = timezone.now()
@@ -407,65 +473,68 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     keys = sorted(newest)
 
     name = mapping.name
-    with connection.cursor() as cur:
-        values = SqlValues()
-        lead = values.lead(name, db_now)
-        for k in keys:
-            w = newest[k]
-            values.add((k, w.seq, None, w.event == "REMOVE", w.version, w.db_source_time), lead)
-        cur.execute(values.sql(insert_head(KeyState._meta.db_table, _STATE_COLUMNS), _guard_tail()))
-        found = dict(cur.fetchall())
-        if len(found) != len(keys):
-            raise DatabaseError(f"key state upsert returned {len(found)} of {len(keys)} keys")
-        winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
-        upserts = [w for w in winners if w.event != "REMOVE"]
-        removes = [w.key for w in winners if w.event == "REMOVE"]
+    values = SqlValues()
+    lead = values.lead(name, db_now)
+    for k in keys:
+        w = newest[k]
+        values.add((k, w.seq, None, w.event == "REMOVE", w.version, w.db_source_time), lead)
+    upsert = values.sql(insert_head(KeyState._meta.db_table, _STATE_COLUMNS), _guard_tail())
+    read = (
+        f"{_guard_read_head()}{values.text([name])} AND {_q('key')} IN ({values.text(keys)})"
+        " FOR UPDATE"
+    )
+    found = dict(_round_trip(cur, [*begin, upsert, read]))
+    if len(found) != len(keys):
+        raise DatabaseError(f"key state read returned {len(found)} of {len(keys)} keys")
+    winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
+    upserts = [w for w in winners if w.event != "REMOVE"]
+    removes = [w.key for w in winners if w.event == "REMOVE"]
 
-        if upserts:
-            head, tail, preps = _upsert_parts(mapping)
-            attrs = [fm.field for fm in mapping.fields]
-            values = SqlValues()
-            for w in upserts:
-                row = w.row or {}
-                values.add(
-                    (
-                        w.key,
-                        *(
-                            row.get(a) if prep is None else prep(row.get(a))
-                            for a, prep in zip(attrs, preps, strict=True)
-                        ),
-                    )
-                )
-            cur.execute(values.sql(head, tail))
-        if removes:
-            marks = ", ".join(["%s"] * len(removes))
-            cur.execute(
-                f"DELETE FROM {_q(model._meta.db_table)} "
-                f"WHERE {_q(model._meta.get_field(mapping.key_field).column)} IN ({marks})",
-                removes,
-            )
-
-        winner_ids = {id(w) for w in winners}
-        applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
+    writes: list[str] = []
+    if upserts:
+        head, tail, preps = _upsert_parts(mapping)
+        attrs = [fm.field for fm in mapping.fields]
         values = SqlValues()
-        log: list[tuple[str, str, float | None]] = []
-        lead = values.lead(name, db_now)
-        for item in items:
-            outcome = applied if id(item) in winner_ids else stale
+        for w in upserts:
+            row = w.row or {}
             values.add(
                 (
-                    item.key,
-                    item.event_id[:128],
-                    item.event,
-                    item.seq,
-                    outcome,
-                    item.db_source_time,
-                ),
-                lead,
+                    w.key,
+                    *(
+                        row.get(a) if prep is None else prep(row.get(a))
+                        for a, prep in zip(attrs, preps, strict=True)
+                    ),
+                )
             )
-            lag = (now - item.source_time).total_seconds() if item.source_time else None
-            log.append((item.event, outcome, lag))
-        cur.execute(values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
+        writes.append(values.sql(head, tail))
+    if removes:
+        writes.append(
+            f"DELETE FROM {_q(model._meta.db_table)} WHERE "
+            f"{_q(model._meta.get_field(mapping.key_field).column)} IN ({values.text(removes)})"
+        )
+
+    winner_ids = {id(w) for w in winners}
+    applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
+    values = SqlValues()
+    log: list[tuple[str, str, float | None]] = []
+    lead = values.lead(name, db_now)
+    for item in items:
+        outcome = applied if id(item) in winner_ids else stale
+        values.add(
+            (
+                item.key,
+                item.event_id[:128],
+                item.event,
+                item.seq,
+                outcome,
+                item.db_source_time,
+            ),
+            lead,
+        )
+        lag = (now - item.source_time).total_seconds() if item.source_time else None
+        log.append((item.event, outcome, lag))
+    writes.append(values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
+    _round_trip(cur, [*writes, *end])
 
     metrics.applied_record(mapping=mapping.name, items=log)
     if logger.isEnabledFor(logging.DEBUG):

@@ -17,6 +17,7 @@ class Check:
     ok: bool
     ms: float
     error: str = ""
+    detail: str = ""
 
 
 @dataclass
@@ -32,16 +33,19 @@ class HealthReport:
             "status": "ok" if self.ok else "unavailable",
             "failed": [c.name for c in self.checks if not c.ok],
             "checks": {
-                c.name: {"ok": c.ok, "ms": round(c.ms, 1)} | ({"error": c.error} if c.error else {})
+                c.name: {"ok": c.ok, "ms": round(c.ms, 1)}
+                | ({"error": c.error} if c.error else {})
+                | ({"detail": c.detail} if c.detail else {})
                 for c in self.checks
             },
         }
 
 
-def _database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+def _database() -> str:
+    from syncer.selectors import database_server_info
+
+    info = database_server_info()  # a round trip, and which server answered it
+    return f"{info['engine']} {info['version']}"
 
 
 def _dynamodb() -> None:
@@ -61,7 +65,7 @@ def _sqs() -> None:
     )
 
 
-CHECKS: dict[str, Callable[[], None]] = {
+CHECKS: dict[str, Callable[[], str | None]] = {
     "database": _database,
     "dynamodb": _dynamodb,
     "sqs": _sqs,
@@ -79,7 +83,7 @@ def health_check() -> HealthReport:
     for name, check in CHECKS.items():
         started = time.monotonic()
         try:
-            check()
+            detail = check()
         except (DatabaseError, BotoCoreError, ClientError) as exc:
             if name == "database":
                 # A broken connection must not stick to this thread for the next request.
@@ -88,5 +92,7 @@ def health_check() -> HealthReport:
                 Check(name, False, (time.monotonic() - started) * 1000, _error(exc))
             )
         else:
-            report.checks.append(Check(name, True, (time.monotonic() - started) * 1000))
+            report.checks.append(
+                Check(name, True, (time.monotonic() - started) * 1000, detail=detail or "")
+            )
     return report

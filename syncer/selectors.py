@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
+
+from django.db import connection, models
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast, Collate
 
@@ -54,3 +56,35 @@ def key_state_get(*, mapping: Mapping, key: str | None) -> KeyState | None:
     if not key:
         return None
     return KeyState.objects.filter(mapping=mapping.name, key=key).first()
+
+
+def _server_info(version_text: str) -> dict[str, str]:
+    # VERSION() is e.g. "10.11.6-MariaDB-0+deb12u1" or "8.0.39" (Aurora: "8.0.mysql_aurora...").
+    engine = "MariaDB" if "mariadb" in version_text.lower() else "MySQL"
+    return {"engine": engine, "version": version_text.split("-")[0], "server": version_text}
+
+
+def database_server_info(*, settings_dict: dict[str, Any] | None = None) -> dict[str, str]:
+    """Engine ("MySQL" or "MariaDB") and version of the database server.
+
+    With `settings_dict`, asks the server over a connection of its own that names no
+    database (for the test run's header, before the test database exists)."""
+    if settings_dict is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT VERSION()")
+            return _server_info(cursor.fetchone()[0])
+    import MySQLdb
+
+    raw = MySQLdb.connect(
+        host=settings_dict.get("HOST") or "127.0.0.1",
+        port=int(settings_dict.get("PORT") or 3306),
+        user=settings_dict.get("USER") or "root",
+        password=settings_dict.get("PASSWORD") or "",
+        connect_timeout=5,
+    )
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT VERSION()")
+        return _server_info(cursor.fetchone()[0])
+    finally:
+        raw.close()

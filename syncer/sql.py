@@ -52,6 +52,10 @@ class SqlValues:
             return b"1" if value else b"0"
         return self._literal(value)
 
+    def text(self, values: Iterable[Any]) -> str:
+        """Literals joined by commas, as text (an IN list, a single value)."""
+        return b",".join(map(self.lit, values)).decode(self._encoding)
+
     def lead(self, *values: Any) -> bytes:
         """Literals of the leading values every row shares, to pass to add()."""
         return b"".join(self.lit(v) + b"," for v in values)

@@ -113,7 +113,11 @@ class CelerySender:
 
     def __init__(self, config: HandlerConfig) -> None:
         self.config = config
-        self.app = Celery("backsync-stream-handler", broker=_broker_url(config))
+        # Not the current app: in a process that also runs the project's own Celery app (the
+        # relay, tests), shared tasks must keep resolving to that one.
+        self.app = Celery(
+            "backsync-stream-handler", broker=_broker_url(config), set_as_current=False
+        )
         queues = {}
         if config.queue_name and config.queue_url:
             queues[config.queue_name] = {"url": config.queue_url}

@@ -51,6 +51,8 @@ def test_healthz_ok(client, aws):
     body = r.json()
     assert body["status"] == "ok" and body["failed"] == []
     assert set(body["checks"]) == {"database", "dynamodb", "sqs"}
+    engine, version = body["checks"]["database"]["detail"].split(" ")
+    assert engine in ("MariaDB", "MySQL") and version.count(".") == 2
 
 
 @pytest.mark.django_db

@@ -13,6 +13,7 @@ from chefs import selectors, services
 from chefs.api.fields import NameField
 from chefs.api.pagination import LinkHeaderPagination
 from chefs.models import Chef
+from syncer.selectors import database_server_info
 
 
 class LegacyChefOutput(serializers.ModelSerializer):
@@ -56,6 +57,8 @@ class LegacyStatusView(APIView):
             {
                 "database": serializers.CharField(),
                 "vendor": serializers.CharField(),
+                "engine": serializers.CharField(help_text="MySQL or MariaDB"),
+                "serverVersion": serializers.CharField(),
                 "migrationsApplied": serializers.BooleanField(),
                 "pendingMigrations": serializers.ListField(child=serializers.CharField()),
                 "chefCount": serializers.IntegerField(allow_null=True),
@@ -67,10 +70,13 @@ class LegacyStatusView(APIView):
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
         pending = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
         count = None if pending else selectors.chef_list().count()
+        server = database_server_info()
         return Response(
             {
                 "database": connection.settings_dict["NAME"],
                 "vendor": connection.vendor,
+                "engine": server["engine"],
+                "serverVersion": server["version"],
                 "migrationsApplied": not pending,
                 "pendingMigrations": pending,
                 "chefCount": count,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -71,6 +72,13 @@ DATABASES["default"]["OPTIONS"].update(
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The MySQL 8.0 dialect guard (config/dbguard): on in the test suite and every process it
+# starts, so MariaDB-only SQL fails here before it reaches Aurora MySQL 3 in production.
+SQL_GUARD = env("BACKSYNC_SQL_GUARD", default="")
+if SQL_GUARD == "mysql8":
+    DATABASES["default"]["ENGINE"] = "config.dbguard"
+elif SQL_GUARD not in ("", "off"):
+    raise ImproperlyConfigured(f"BACKSYNC_SQL_GUARD must be 'mysql8' or 'off', not {SQL_GUARD!r}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -47,6 +47,13 @@ class TestStatus:
         assert body["pendingMigrations"] == []
         assert body["chefCount"] == 3
         assert body["vendor"] == "mysql"
+        # Which server answered: the engine and version, as the server itself reports them.
+        with connection.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            version = cur.fetchone()[0]
+        assert body["engine"] == ("MariaDB" if "MariaDB" in version else "MySQL")
+        assert body["serverVersion"] == version.split("-")[0]
+        assert body["serverVersion"].count(".") == 2
 
 
 class TestCreate:

@@ -102,6 +102,16 @@ def test_database_refusal_is_isolated_by_bisection(gadget_mapping):
     assert (result.applied, result.failed) == (5, 1)
     assert set(rows()) == {"k0", "k1", "k2", "k3", "k5"}
     assert FailedChange.objects.get().key == "k4"
+    # The refused batches were rolled back whole (their key states too), and no transaction
+    # was left open on the connection, which Django believes is in autocommit mode.
+    assert not KeyState.objects.filter(key="k4").exists()
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx"
+            " WHERE trx_mysql_thread_id = CONNECTION_ID()"
+        )
+        assert cur.fetchone()[0] == 0
 
 
 def test_bookkeeping_records_source_and_applied_times(gadget_mapping):
@@ -112,20 +122,39 @@ def test_bookkeeping_records_source_and_applied_times(gadget_mapping):
     assert KeyState.objects.get().item_version is None
 
 
-def test_a_batch_is_four_statements_whatever_its_size(gadget_mapping):
+def _split(sql: str) -> list[str]:
+    # The apply's round trips carry several statements; none of its literals holds ";\n".
+    return [part.split(" ", 1)[0] for part in sql.split(";\n")]
+
+
+def test_a_batch_is_two_round_trips_whatever_its_size(gadget_mapping):
     changes_apply(changes=[gadget_change(f"k{i}", "INSERT", i + 1) for i in range(100, 300)])
     changes = [gadget_change(f"k{i}", "INSERT", i + 1) for i in range(200)]
     changes += [gadget_change(f"k{i}", "REMOVE", 1000 + i) for i in range(50)]
     changes += [gadget_change(f"k{i}", "MODIFY", 2000 + i) for i in range(100, 300)]
     with CaptureQueriesContext(connection) as queries:
         result = changes_apply(changes=changes)
-    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
-    # Key states (locks and guard in one), upsert, delete, change log.
-    assert len(statements) == 4, statements
+    trips = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    # 1: key-state upsert + locking read of what it found; 2: rows, deletes, change log.
+    assert [_split(sql) for sql in trips] == [
+        ["INSERT", "SELECT"],
+        ["INSERT", "DELETE", "INSERT"],
+    ], trips
     # Stale: k100-k199 INSERTs repeat the first batch's sequence numbers, and k0-k49 INSERTs
     # are superseded by their REMOVEs in the same batch.
     assert (result.applied, result.stale) == (300, 150)
     assert set(rows()) == {f"k{i}" for i in range(50, 300)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_batch_carries_its_own_begin_and_commit(gadget_mapping):
+    assert connection.get_autocommit()
+    with CaptureQueriesContext(connection) as queries:
+        result = changes_apply(changes=[gadget_change(f"k{i}", "INSERT", i + 1) for i in range(5)])
+    trips = [_split(q["sql"]) for q in queries]
+    assert trips == [["START", "INSERT", "SELECT"], ["INSERT", "INSERT", "COMMIT"]], trips
+    assert result.applied == 5 and set(rows()) == {f"k{i}" for i in range(5)}
+    assert connection.get_autocommit() and not connection.in_atomic_block
 
 
 def test_redelivery_of_the_applied_change_is_stale(gadget_mapping):
