@@ -1,4 +1,5 @@
 import os
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -46,15 +47,35 @@ def aws(moto_server):
 # --- real processes: a celery worker (with beat) and the relay, for end-to-end tests ---
 
 
+def database_url(db: dict) -> str:
+    """The URL of the test database for a subprocess: same server, user and password as the
+    run's own DATABASE_URL (a MySQL 8.0 server with its own user, say)."""
+    user = quote(db["USER"] or "root", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 3306
+    return f"mysql://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def server_connection():
+    """A plain MySQLdb connection to the run's database server, naming no database."""
+    import MySQLdb
+
+    db = settings.DATABASES["default"]
+    return MySQLdb.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 3306),
+        user=db["USER"] or "root",
+        password=db["PASSWORD"] or "",
+    )
+
+
 @pytest.fixture
 def stack_env(transactional_db, aws) -> dict[str, str]:
     """Environment for processes that must share this test's database and moto server."""
-    db = connection.settings_dict
-    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 3306
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"mysql://root@{host}:{port}/{db['NAME']}",
+        "DATABASE_URL": database_url(connection.settings_dict),
         "AWS_ENDPOINT_URL": settings.AWS_ENDPOINT_URL,
         "PYTHONUNBUFFERED": "1",
         # Short sweep period so a lost publish task is recovered within a test's patience.

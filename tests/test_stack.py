@@ -17,9 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import boto3
-import MySQLdb
 import pytest
+from django.conf import settings
 
+from tests.conftest import database_url, server_connection
 from tests.plugins.aws import free_port
 
 pytestmark = pytest.mark.e2e
@@ -85,12 +86,12 @@ def stack_env(clone):
         SERVICES="moto web",
         MOTO_PORT=str(free_port()),
         WEB_PORT=str(free_port()),
-        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{db_name}",
+        DATABASE_URL=database_url({**settings.DATABASES["default"], "NAME": db_name}),
         UP_TIMEOUT="60",
     )
     yield env
     subprocess.run(["make", "down"], cwd=clone, env=env, capture_output=True, timeout=120)
-    conn = MySQLdb.connect(host="127.0.0.1", port=3306, user="root")
+    conn = server_connection()
     conn.cursor().execute(f"DROP DATABASE IF EXISTS `{db_name}`")
     conn.close()
 

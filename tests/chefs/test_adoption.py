@@ -6,8 +6,10 @@ import sys
 import uuid
 from pathlib import Path
 
-import MySQLdb
 import pytest
+from django.db import connection
+
+from tests.conftest import database_url, server_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_INIT_SQL = (
@@ -19,7 +21,7 @@ LEGACY_INIT_SQL = (
 @pytest.fixture
 def legacy_database():
     name = f"backsync_legacy_{uuid.uuid4().hex[:8]}"
-    conn = MySQLdb.connect(host="127.0.0.1", port=3306, user="root", passwd="")
+    conn = server_connection()
     conn.autocommit(True)
     cur = conn.cursor()
     cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
@@ -41,7 +43,7 @@ def test_migrate_adopts_legacy_table_and_keeps_rows(legacy_database):
     name, cur = legacy_database
     env = {
         **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:3306/{name}",
+        "DATABASE_URL": database_url({**connection.settings_dict, "NAME": name}),
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
     }
     result = subprocess.run(

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+from django.db import connection
+
 from tests.chefs.test_adoption import legacy_database  # noqa: F401 - fixture
+from tests.conftest import database_url
 from tests.procs import ROOT
 
 
@@ -30,7 +33,7 @@ def test_legacy_rows_get_keys_reach_dynamo_and_reconcile_in_sync(legacy_database
     )
     env = {
         **os.environ,
-        "DATABASE_URL": f"mysql://root@127.0.0.1:3306/{name}",
+        "DATABASE_URL": database_url({**connection.settings_dict, "NAME": name}),
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
     }
     assert manage(env, "migrate", "--noinput").returncode == 0

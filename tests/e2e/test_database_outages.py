@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from syncer.models import AppliedChange, FailedChange
+from tests.conftest import database_url
 from tests.procs import ManagedProcess, wait_until, worker_argv
 from tests.stores import dynamo_rows, mysql_rows
 
@@ -58,12 +59,8 @@ def restricted_user(transactional_db):
 
 def test_a_read_only_writer_is_retried_never_failed(stack_env, restricted_user, relay, tmp_path):
     name, password = restricted_user
-    db = connection.settings_dict
-    env = {
-        **stack_env,
-        "DATABASE_URL": f"mysql://{name}:{password}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 3306}/{db['NAME']}",
-    }
+    db = {**connection.settings_dict, "USER": name, "PASSWORD": password}
+    env = {**stack_env, "DATABASE_URL": database_url(db)}
     worker = ManagedProcess(
         "worker", worker_argv(schedule=tmp_path / "beat"), env=env, log_dir=tmp_path
     ).start()

@@ -17,6 +17,7 @@ from django.db import connection
 from chefs.models import Chef
 from chefs.services import chef_create, chef_delete, chef_update
 from syncer.models import AppliedChange, FailedChange, OutboxEntry, ShardCheckpoint
+from tests.conftest import database_url
 from tests.faults.conftest import VISIBILITY_TIMEOUT, ChangeFlow, assert_converged
 from tests.faults.proxy import TcpProxy
 from tests.procs import wait_until
@@ -71,7 +72,9 @@ def test_relay_sigkilled_mid_batch(fault_worker, fault_relay):
 def test_mysql_link_cut_for_20_seconds(make_worker, fault_relay):
     db = connection.settings_dict
     proxy = TcpProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 3306)).start()
-    worker = make_worker(DATABASE_URL=f"mysql://root@127.0.0.1:{proxy.port}/{db['NAME']}").start()
+    worker = make_worker(
+        DATABASE_URL=database_url({**db, "HOST": "127.0.0.1", "PORT": proxy.port})
+    ).start()
     restored = threading.Event()
     timer = None
 

@@ -18,6 +18,7 @@ from syncer.aws import dynamodb_client, sqs_client, table_ensure
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.registry import registry
 from syncer.relay import StreamRelay, default_handler, lambda_record, order_parents_first
+from tests.conftest import database_url
 from tests.procs import ManagedProcess, wait_until
 from tests.syncer.conftest import GADGET_MAPPING
 from tests.syncer.events import all_changes, drain_queue
@@ -308,8 +309,7 @@ def test_sigterm_stops_a_running_relay_cleanly(transactional_db, aws, tmp_path):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"mysql://root@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/"
-        f"{db['NAME']}",
+        "DATABASE_URL": database_url(db),
         "PYTHONUNBUFFERED": "1",
     }
     proc = ManagedProcess(
