@@ -173,15 +173,29 @@ def dynamo_chef_page(
 
 # --- services ---------------------------------------------------------------------------
 def dynamo_chef_create_or_update(
-    *, chef_id: str | None, first_name: str, last_name: str
+    *,
+    chef_id: str | None,
+    first_name: str,
+    last_name: str,
+    expected_version: int | None = None,
 ) -> tuple[ChefItem, bool]:
     """Create the item, or update its names if the key exists (as the original POST did).
 
-    The key defaults to chef_key(). Returns (item, created).
+    The key defaults to chef_key(). Returns (item, created). With `expected_version` the
+    caller has seen the item: only that version is updated (DynamoVersionConflict when it
+    moved on, ChefItem.DoesNotExist when it is gone), as dynamo_chef_update does.
     """
     explicit = chef_id is not None
     key = chef_id if explicit else chef_key(first_name=first_name, last_name=last_name)
     _key_validate(key, field="chefId" if explicit else "lastName")
+    if expected_version is not None:
+        item = dynamo_chef_update(
+            chef_id=key,
+            first_name=first_name,
+            last_name=last_name,
+            expected_version=expected_version,
+        )
+        return item, False
     with dynamo_errors():
         for _attempt in range(_UPSERT_ATTEMPTS):
             # Create only if absent; pynamodb adds "version absent" and sets version 1.

@@ -81,6 +81,12 @@ class DynamoChefCreateInput(serializers.Serializer):
     lastName = NameField(required=False, default=services.DEFAULT_LAST_NAME)  # noqa: N815
     # Defaults to "<lastName>#<firstName>". Kept exactly as sent: spaces are part of a key.
     chefId = NameField(required=False, trim_whitespace=False)  # noqa: N815
+    # Same contract as PUT/PATCH: with it, only an existing item at this version is updated.
+    version = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Version the change is based on: 409 if stale, 404 if the key is absent.",
+    )
 
 
 class DynamoChefUpdateInput(serializers.Serializer):
@@ -154,20 +160,34 @@ class DynamoChefListView(APIView):
     @extend_schema(
         operation_id="dynamo_chefs_create",
         request=DynamoChefCreateInput,
-        responses={201: DynamoChefOutput, 200: DynamoChefOutput, 400: None, 503: _UNAVAILABLE},
-        description="Create a chef, or update the names of an existing key (200).",
+        responses={
+            201: DynamoChefOutput,
+            200: DynamoChefOutput,
+            400: None,
+            404: _NOT_FOUND,
+            409: _CONFLICT,
+            503: _UNAVAILABLE,
+        },
+        description="Create a chef, or update the names of an existing key (200). With "
+        "`version`, only update the item at that version (409 stale, 404 absent).",
     )
     def post(self, request: Request) -> Response:
         data = DynamoChefCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
+        chef_id = data.validated_data.get("chefId")
         try:
             item, created = dynamo_services.dynamo_chef_create_or_update(
-                chef_id=data.validated_data.get("chefId"),
+                chef_id=chef_id,
                 first_name=data.validated_data["firstName"],
                 last_name=data.validated_data["lastName"],
+                expected_version=data.validated_data.get("version"),
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
+        except ChefItem.DoesNotExist as exc:
+            raise NotFound(str(exc)) from None
+        except dynamo_services.DynamoVersionConflict as exc:
+            return _conflict(exc)
         return Response(
             DynamoChefOutput(item).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

@@ -527,3 +527,38 @@ class TestForeignItems:
         )
         assert response.status_code == 422
         assert response.json()["errors"] == {"firstName": ["firstName: expected type S, got N"]}
+
+
+class TestPostVersion:
+    """POST keeps the optimistic-locking contract of PUT and PATCH."""
+
+    def test_stale_version_is_409_with_current_item_and_no_write(self, api_client):
+        api_client.post(URL, {"firstName": "Alton", "lastName": "Brown"}, format="json")
+        api_client.post(URL, {"firstName": "Alton", "lastName": "Brown"}, format="json")  # v2
+        response = api_client.post(
+            URL, {"firstName": "Alton", "lastName": "Brown", "version": 1}, format="json"
+        )
+        assert response.status_code == 409
+        assert response.json()["current"]["version"] == 2
+        assert raw_item("Brown#Alton")["version"] == {"N": "2"}
+
+    def test_current_version_updates(self, api_client):
+        api_client.post(URL, {"chefId": "k", "firstName": "A"}, format="json")
+        response = api_client.post(
+            URL, {"chefId": "k", "firstName": "B", "version": 1}, format="json"
+        )
+        assert response.status_code == 200
+        assert response.json()["version"] == 2
+        assert raw_item("k")["firstName"] == {"S": "B"}
+
+    def test_version_for_an_absent_key_is_404_and_creates_nothing(self, api_client):
+        response = api_client.post(URL, {"chefId": "gone", "version": 3}, format="json")
+        assert response.status_code == 404
+        assert raw_item("gone") is None
+
+    @pytest.mark.parametrize("version", ["x", -1, 1.5, [1]])
+    def test_bad_version_is_400(self, api_client, version):
+        api_client.post(URL, {"chefId": "k"}, format="json")
+        response = api_client.post(URL, {"chefId": "k", "version": version}, format="json")
+        assert response.status_code == 400 and "version" in response.json()
+        assert raw_item("k")["version"] == {"N": "1"}
