@@ -92,6 +92,10 @@ class DynamoChefCreateInput(serializers.Serializer):
 class DynamoChefUpdateInput(serializers.Serializer):
     firstName = NameField()  # noqa: N815
     lastName = NameField()  # noqa: N815
+    # Optional (a GET's body sent back as is); the key is the URL's and cannot change.
+    chefId = serializers.CharField(  # noqa: N815
+        required=False, trim_whitespace=False, help_text="If sent, must equal the URL's key."
+    )
     version = serializers.IntegerField(
         required=False, min_value=0, help_text="Version the change is based on (409 if stale)."
     )
@@ -210,6 +214,11 @@ class DynamoChefDetailView(APIView):
     def _update(self, request: Request, chef_id: str, *, partial: bool) -> Response:
         data = DynamoChefUpdateInput(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
+        body_key = data.validated_data.get("chefId", chef_id)
+        if body_key != chef_id:
+            raise ValidationError(
+                {"chefId": [f"Must be the key in the URL ({chef_id!r}); a key cannot change."]}
+            )
         try:
             item = dynamo_services.dynamo_chef_update(
                 chef_id=chef_id,

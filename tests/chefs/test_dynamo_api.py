@@ -331,9 +331,15 @@ class TestList:
         assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
         assert "Alton" not in cursor
 
-    def test_invalid_page_size_falls_back_like_legacy(self, api_client):
+    @pytest.mark.parametrize("size", ["zero", "0", "-3", "1.5", ""])
+    def test_page_size_that_is_not_a_positive_integer_is_400(self, api_client, size):
         api_client.post(URL, {"chefId": "k"}, format="json")
-        assert api_client.get(URL, {"page_size": "zero"}).status_code == 200
+        response = api_client.get(URL, {"page_size": size})
+        assert response.status_code == 400 and "page_size" in response.json()
+
+    def test_page_size_above_the_maximum_is_cut(self, api_client):
+        api_client.post(URL, {"chefId": "k"}, format="json")
+        assert api_client.get(URL, {"page_size": "100000"}).status_code == 200
 
 
 class TestUnavailable:
