@@ -16,7 +16,7 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.BacksyncAdminConfig",  # django.contrib.admin with the project site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
