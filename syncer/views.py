@@ -21,8 +21,8 @@ from syncer.models import Conflict, FailedChange
 # --- chart --------------------------------------------------------------------------------
 
 # Drawing units (viewBox); the SVG scales to its panel's width (no sideways scroll).
-CHART_W, CHART_H = 720, 260
-PAD_L, PAD_R, PAD_T, PAD_B = 64, 64, 24, 44
+CHART_W, CHART_H = 640, 260
+PAD_L, PAD_R, PAD_T, PAD_B = 64, 64, 28, 48
 X_TICK_MINUTES = 10
 
 
@@ -151,11 +151,11 @@ def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" id="sync-chart" role="img" '
         'viewBox="0 0 {w} {h}" width="100%" preserveAspectRatio="xMidYMid meet" '
-        'style="max-width:{w}px;height:auto;display:block" '
+        'style="max-width:{max_w}px;height:auto;display:block" '
         'aria-label="Changes applied per minute and largest lag per minute, last hour">'
         "<style>.bar{{fill:#79aec8}}.lag{{fill:none;stroke:#ba2121;stroke-width:2}}"
         ".lag-dot{{fill:#ba2121}}.axis{{stroke:#666}}.grid{{stroke:#ddd}}"
-        ".grid-lag{{stroke-dasharray:3 3}}text{{font:13px sans-serif;fill:#333}}"
+        ".grid-lag{{stroke-dasharray:3 3}}text{{font:15px sans-serif;fill:#333}}"
         ".title{{font-weight:bold}}</style>"
         "{y_ticks}{lag_labels}"
         '<line class="axis" x1="{l}" y1="{b}" x2="{r}" y2="{b}"/>'
@@ -168,6 +168,7 @@ def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
         "</svg>",
         w=CHART_W,
         h=CHART_H,
+        max_w=CHART_W * 3 // 2,  # up to 1.5x its drawing size on wide screens
         l=left,
         r=right,
         t=top,
