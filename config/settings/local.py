@@ -16,5 +16,9 @@ if _STACK_ENV.is_file():
 from .base import *  # noqa: E402, F403
 from .base import env  # noqa: E402
 
+# Where `make up` writes its environment; also tells syncer's system check (syncer.W001)
+# that these are local settings, where no AWS_ENDPOINT_URL means a stack not found.
+LOCAL_STACK_ENV_FILE = str(_STACK_ENV)
+
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="local-insecure-secret-key-change-me")
