@@ -1,5 +1,11 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
 
 from chefs import selectors, services
 from chefs.mapping import CHEF_MAPPING
@@ -28,12 +34,18 @@ class SyncStateFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         return [
+            (SyncState.IN_SYNC, "in sync"),
             (SyncState.PENDING, "pending publish"),
             (SyncState.CONFLICT, "conflict"),
             (SyncState.FAILED, "failed"),
         ]
 
     def queryset(self, request, queryset):
+        if self.value() == SyncState.IN_SYNC:
+            # As sync_state_of(): a key, and nothing failed, in conflict or pending.
+            return queryset.filter(
+                chef_id__isnull=False, sync_failed=False, sync_conflict=False, sync_pending=False
+            )
         flag = {
             SyncState.PENDING: "sync_pending",
             SyncState.CONFLICT: "sync_conflict",
@@ -66,12 +78,53 @@ class ChefAdmin(admin.ModelAdmin):
     list_display = ["id", "first_name", "last_name", "chef_id", "sync_state", "version"]
     list_display_links = ["id", "first_name"]
     search_fields = ["first_name", "last_name", "chef_id"]
-    list_filter = [SyncStateFilter, HasKeyFilter, "last_name"]
+    # No filter per last name: its list would grow with the table (search covers names).
+    list_filter = [SyncStateFilter, HasKeyFilter]
     ordering = ["id"]
     list_per_page = 50
-    fields = ["first_name", "last_name", "seen_version", "chef_id"]
-    readonly_fields = ["chef_id"]
+    fields = ["first_name", "last_name", "seen_version", "chef_id", "sync_state", "version"]
+    readonly_fields = ["chef_id", "sync_state", "version"]
     actions = ["publish_to_dynamo", "resync_from_dynamo"]
+    # The change page has Publish / Re-sync buttons (POST forms to the views below).
+    change_form_template = "admin/chefs/chef/change_form.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:object_id>/publish/", view(self.publish_view), name="chefs_chef_publish"),
+            path("<int:object_id>/resync/", view(self.resync_view), name="chefs_chef_resync"),
+            *super().get_urls(),
+        ]
+
+    def _one(self, request: HttpRequest, object_id: int) -> Chef:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(self.get_queryset(request), pk=object_id)
+
+    def _back(self, chef: Chef) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:chefs_chef_change", args=[chef.pk]))
+
+    @method_decorator(require_POST)
+    def publish_view(self, request: HttpRequest, object_id: int) -> HttpResponseRedirect:
+        chef = self._one(request, object_id)
+        services.chef_publish(chef=chef)
+        self.message_user(request, "Queued for publishing to DynamoDB.", messages.SUCCESS)
+        return self._back(chef)
+
+    @method_decorator(require_POST)
+    def resync_view(self, request: HttpRequest, object_id: int) -> HttpResponseRedirect:
+        chef = self._one(request, object_id)
+        if not chef.chef_id:
+            self.message_user(request, "No key yet; publish it first.", messages.WARNING)
+        else:
+            services.chef_resync(chef=chef)
+            self.message_user(request, "Re-synced from DynamoDB.", messages.SUCCESS)
+        return self._back(chef)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        # A chef being added has no sync state or version yet.
+        return fields if obj else [f for f in fields if f not in ("sync_state", "version")]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(**sync_annotations(mapping=CHEF_MAPPING))
@@ -82,7 +135,7 @@ class ChefAdmin(admin.ModelAdmin):
 
     @admin.display(description="version", ordering="sync_version")
     def version(self, obj: Chef):
-        return obj.sync_version
+        return getattr(obj, "sync_version", None)
 
     # Writes go through the services so that they follow the same rules as the APIs.
     def save_model(self, request, obj, form, change):

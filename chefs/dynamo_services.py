@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
+from pynamodb.pagination import ResultIterator
 
 from chefs.dynamo import ChefItem
 from chefs.models import Chef
@@ -35,6 +37,44 @@ class DynamoVersionConflict(Exception):
     def __init__(self, current: ChefItem) -> None:
         super().__init__(f"{current.ChefId!r} is at version {current.version}")
         self.current = current
+
+
+@dataclass(frozen=True)
+class ChefReading:
+    """An item as stored. Other services write the table directly, so an item may not fit
+    the chef schema (a Number name, a missing or over-long one, a text version): then
+    `item` may be None and `errors` says, per attribute, what is wrong; `raw` is the item
+    in DynamoDB JSON either way."""
+
+    raw: dict[str, dict[str, Any]]
+    item: ChefItem | None
+    errors: dict[str, list[str]]
+
+
+class DynamoItemMalformed(Exception):
+    """The stored item does not fit the chef schema (see ChefReading)."""
+
+    def __init__(self, reading: ChefReading) -> None:
+        super().__init__(f"stored item does not fit the chef schema: {reading.errors}")
+        self.reading = reading
+
+
+def chef_reading(raw: dict[str, dict[str, Any]]) -> ChefReading:
+    """Read a raw item without failing: the model when it fits, the errors when it does not.
+
+    The rule is the sync mapping's (what would reach MySQL), plus what pynamodb can read.
+    """
+    # Imported here: chefs.mapping imports chef_key from this module.
+    from chefs.mapping import CHEF_MAPPING
+
+    errors = {attr: [message] for attr, message in CHEF_MAPPING.image_errors(raw).items()}
+    try:
+        item = ChefItem.from_raw_data(raw)
+    except (AttributeDeserializationError, ValueError, TypeError) as exc:
+        item = None
+        if not errors:  # a shape the mapping accepts but pynamodb refuses
+            errors["item"] = [str(exc)]
+    return ChefReading(raw=raw, item=item, errors=errors)
 
 
 def chef_key(*, first_name: str, last_name: str) -> str:
@@ -75,11 +115,21 @@ def _conflict_or_missing(chef_id: str) -> Exception:
 
 # --- selectors --------------------------------------------------------------------------
 def dynamo_chef_get(*, chef_id: str) -> ChefItem | None:
+    """The item, None when missing; DynamoItemMalformed when it does not fit the schema."""
+    reading = dynamo_chef_read(chef_id=chef_id)
+    if reading is None:
+        return None
+    if reading.errors:
+        raise DynamoItemMalformed(reading)
+    return reading.item
+
+
+def dynamo_chef_read(*, chef_id: str) -> ChefReading | None:
+    """The item as stored (never fails on its shape); None when missing."""
     with dynamo_errors():
-        try:
-            return ChefItem.get(chef_id, consistent_read=True)
-        except ChefItem.DoesNotExist:
-            return None
+        data = ChefItem._get_connection().get_item(chef_id, consistent_read=True)
+    raw = (data or {}).get("Item")
+    return chef_reading(raw) if raw else None
 
 
 @contextmanager
@@ -97,14 +147,23 @@ def _existing_item_write(chef_id: str) -> Iterator[None]:
 
 def dynamo_chef_page(
     *, cursor: dict[str, Any] | None, limit: int
-) -> tuple[list[ChefItem], dict[str, Any] | None]:
+) -> tuple[list[ChefReading], dict[str, Any] | None]:
     """One page of a Scan: up to `limit` items and the key to continue from (None at the end).
 
+    Every item is read with chef_reading(), so one item another service wrote in a wrong
+    shape is shown with its errors instead of failing the whole page.
     One item more than asked is read so that the last page has no "next" (a bare Scan with
     Limit would return a LastEvaluatedKey and then an empty page).
     """
     with dynamo_errors():
-        results = ChefItem.scan(limit=limit + 1, last_evaluated_key=cursor)
+        # ChefItem.scan() with chef_reading instead of from_raw_data as the item reader.
+        results = ResultIterator(
+            ChefItem._get_connection().scan,
+            (),
+            {"exclusive_start_key": cursor, "limit": limit + 1},
+            map_fn=chef_reading,
+            limit=limit + 1,
+        )
         items = list(islice(results, limit))
         # pynamodb rebuilds LastEvaluatedKey from the last item handed out.
         next_key = results.last_evaluated_key if items else None
@@ -114,15 +173,29 @@ def dynamo_chef_page(
 
 # --- services ---------------------------------------------------------------------------
 def dynamo_chef_create_or_update(
-    *, chef_id: str | None, first_name: str, last_name: str
+    *,
+    chef_id: str | None,
+    first_name: str,
+    last_name: str,
+    expected_version: int | None = None,
 ) -> tuple[ChefItem, bool]:
     """Create the item, or update its names if the key exists (as the original POST did).
 
-    The key defaults to chef_key(). Returns (item, created).
+    The key defaults to chef_key(). Returns (item, created). With `expected_version` the
+    caller has seen the item: only that version is updated (DynamoVersionConflict when it
+    moved on, ChefItem.DoesNotExist when it is gone), as dynamo_chef_update does.
     """
     explicit = chef_id is not None
     key = chef_id if explicit else chef_key(first_name=first_name, last_name=last_name)
     _key_validate(key, field="chefId" if explicit else "lastName")
+    if expected_version is not None:
+        item = dynamo_chef_update(
+            chef_id=key,
+            first_name=first_name,
+            last_name=last_name,
+            expected_version=expected_version,
+        )
+        return item, False
     with dynamo_errors():
         for _attempt in range(_UPSERT_ATTEMPTS):
             # Create only if absent; pynamodb adds "version absent" and sets version 1.

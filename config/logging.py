@@ -1,8 +1,10 @@
-"""JSON log lines (LOG_JSON=true): one object per line, for CloudWatch Logs Insights.
+"""Log formats. JSON lines (LOG_JSON=true): one object per line, for CloudWatch Logs Insights.
 
 Sync log lines (loggers under `syncer`) always carry `key`, `sequence` and `event_id`
 (null when a line is not about one change), so a change can be followed through the relay,
 the worker and the outbox by one query. Any other `extra={...}` fields are kept too.
+Text lines (the default) carry the same `extra={...}` fields, as `name=value` after the
+message: a "change failed" line is useless without its key and error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,36 @@ _STANDARD_ATTRS = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record got from `extra={...}`."""
+    return {
+        name: value
+        for name, value in vars(record).items()
+        if name not in _STANDARD_ATTRS and not name.startswith("_")
+    }
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with the record's `extra` fields appended as `name=value` (values
+    that are not plain words are quoted, so a line stays one line and parses back)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging API
+        line = super().formatMessage(record)
+        extras = [
+            f"{name}={_text_value(value)}"
+            for name, value in _extras(record).items()
+            if value is not None
+        ]
+        return " ".join([line, *extras])
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if text and all(c.isalnum() or c in "-_.:/#@+" for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -34,9 +66,7 @@ class JsonFormatter(logging.Formatter):
         if record.name == SYNC_LOGGER_PREFIX or record.name.startswith(SYNC_LOGGER_PREFIX + "."):
             for name in SYNC_FIELDS:
                 payload[name] = None
-        for name, value in vars(record).items():
-            if name not in _STANDARD_ATTRS and not name.startswith("_"):
-                payload[name] = value
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -1,11 +1,15 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chefs.api import dynamo, legacy
+from config import views as config_views
 from syncer import views as syncer_views
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
+    path("favicon.ico", config_views.favicon, name="favicon"),
     # Before admin.site.urls so the admin's catch-all does not take it; staff only.
     path(
         "admin/sync/",
@@ -31,4 +35,6 @@ urlpatterns = [
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Last: whatever else is under the API prefixes answers a JSON 404.
+    re_path(r"^(?:aurora|dynamo)/(?P<path>.*)$", config_views.api_not_found),
 ]

@@ -9,6 +9,9 @@
 # MOTO_PORT=5000, WEB_PORT=8000, RUN_DIR=.run (pids; logs in $RUN_DIR/logs), UP_TIMEOUT=60,
 # STOP_TIMEOUT=10, VENV=.venv. Each service runs in its own session, so `down` stops its
 # whole process group (runserver children, celery pool processes) by the recorded id.
+# `up` writes the environment it used (endpoint, credentials, database) to $RUN_DIR/env:
+# `source .run/env` in another shell; manage.py with local settings reads .run/env by
+# itself. `down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +51,28 @@ marker() {
 }
 
 pidfile() { echo "$RUN_DIR/$1.pid"; }
+
+ENV_FILE="$RUN_DIR/env"
+# What another shell (or manage.py) needs to reach this stack rather than real AWS.
+ENV_VARS=(DJANGO_SETTINGS_MODULE AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  AWS_REGION AWS_DEFAULT_REGION DATABASE_URL CELERY_BROKER_URL PROMETHEUS_MULTIPROC_DIR)
+
+write_env() {
+  local name
+  (
+    umask 077 # DATABASE_URL may hold a password
+    {
+      echo "# Written by scripts/stack.sh up; removed by down. In a shell: source $ENV_FILE"
+      for name in "${ENV_VARS[@]}"; do
+        [[ -n ${!name:-} ]] || continue
+        # Single quotes, read literally by both bash and django-environ.
+        [[ ${!name} != *"'"* ]] || die "$name contains a single quote; cannot write $ENV_FILE"
+        printf "export %s='%s'\n" "$name" "${!name}"
+      done
+    } >"$ENV_FILE.tmp"
+  )
+  mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
 
 # The recorded pid of a service whose leader is alive and is still our process, or nothing.
 running_pid() {
@@ -176,6 +201,7 @@ up() {
   else
     http_ok "$AWS_ENDPOINT_URL/moto-api/" || die "moto is not in SERVICES and $AWS_ENDPOINT_URL does not answer"
   fi
+  write_env
 
   db_ensure || fail_up
   "$PY" manage.py migrate --noinput >>"$LOG_DIR/setup.log" 2>&1 || {
@@ -217,6 +243,7 @@ up() {
     log "  admin              http://127.0.0.1:$WEB_PORT/admin/"
   fi
   log "  logs               $LOG_DIR/   (stop with: make down)"
+  log "  environment        source $(cd "$RUN_DIR" && pwd)/env   (manage.py reads it by itself)"
 }
 
 # A failed `up` leaves nothing half-started behind.
@@ -258,6 +285,7 @@ down() {
   for ((i = ${#ALL_SERVICES[@]} - 1; i >= 0; i--)); do
     stop_one "${ALL_SERVICES[i]}"
   done
+  rm -f "$ENV_FILE" "$ENV_FILE.tmp"
 }
 
 status() {

@@ -1,4 +1,9 @@
+import json
+
+from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from syncer import outbox, services
 from syncer.models import (
@@ -11,8 +16,31 @@ from syncer.models import (
 )
 
 
+class PrettyJSONField(forms.JSONField):
+    """JSON shown indented with sorted keys, so a payload can be read and fixed by hand."""
+
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value  # what the operator typed, kept for correction
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=self.encoder)
+
+
+class FailedChangeForm(forms.ModelForm):
+    payload = PrettyJSONField(
+        widget=forms.Textarea(attrs={"rows": 24, "class": "payload-editor", "spellcheck": "false"}),
+        help_text="Fix the change here, then use “Save and replay”.",
+    )
+
+    class Meta:
+        model = FailedChange
+        fields = ["payload"]
+
+
 @admin.register(FailedChange)
 class FailedChangeAdmin(admin.ModelAdmin):
+    form = FailedChangeForm
+    # Adds the Replay / Discard buttons to the change page (handled in response_change).
+    change_form_template = "admin/syncer/failedchange/change_form.html"
     list_display = [
         "id",
         "status",
@@ -47,6 +75,22 @@ class FailedChangeAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def response_change(self, request, obj: FailedChange):
+        # The form (an edited payload) is saved first, so a replay applies what was edited.
+        if "_replay" in request.POST:
+            result = services.failed_change_replay(failed_change=obj)
+            if result.failed:
+                obj.refresh_from_db(fields=["error"])
+                self.message_user(request, f"Replay failed again: {obj.error}", messages.ERROR)
+            else:
+                self.message_user(request, "Change replayed.", messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
+        if "_discard" in request.POST:
+            services.failed_change_discard(failed_change=obj)
+            self.message_user(request, "Change discarded.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:syncer_failedchange_changelist"))
+        return super().response_change(request, obj)
 
     @admin.display(description="error")
     def short_error(self, obj: FailedChange) -> str:

@@ -94,6 +94,25 @@ def dynamo_model_reconnect(model, *, host: str | None = None, table_name: str | 
     return model
 
 
+def aws_endpoint_check(app_configs=None, **kwargs) -> list:
+    """System check, local settings only (they set LOCAL_STACK_ENV_FILE): no AWS endpoint
+    means real AWS, which on a developer machine is nearly always a stack not found."""
+    from django.core import checks
+
+    env_file = getattr(settings, "LOCAL_STACK_ENV_FILE", None)
+    if not env_file or settings.AWS_ENDPOINT_URL:
+        return []
+    return [
+        checks.Warning(
+            "AWS_ENDPOINT_URL is not set: AWS calls go to real AWS "
+            f"(https://dynamodb.{settings.AWS_REGION}.amazonaws.com), not to a local stack.",
+            hint=f"Start the local stack with `make up`: it writes {env_file}, which "
+            "manage.py reads. Or export AWS_ENDPOINT_URL (e.g. http://127.0.0.1:5000).",
+            id="syncer.W001",
+        )
+    ]
+
+
 # --- boto3 clients ----------------------------------------------------------------------
 _clients: dict[tuple, Any] = {}
 

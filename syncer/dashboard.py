@@ -17,6 +17,7 @@ from django.db import models
 from django.db.models import Count, ExpressionWrapper, F, Max, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from syncer.models import AppliedChange, Conflict, FailedChange, OutboxEntry, ShardCheckpoint
 
@@ -250,6 +251,15 @@ def checkpoints_get() -> list[CheckpointRow]:
 # --- everything for the page --------------------------------------------------------------
 
 
+def age_text(*, since: datetime, now: datetime) -> str:
+    """How long ago, for people: seconds under a minute ("42 seconds"; Django's timesince
+    says "0 minutes" there, which reads as "just now" on a page that must show a stall)."""
+    seconds = max(0, int((now - since).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    return timesince(since, now)
+
+
 @dataclass
 class Dashboard:
     now: datetime
@@ -258,6 +268,16 @@ class Dashboard:
     counts: SyncCounts
     queues: list[QueueDepth]
     checkpoints: list[CheckpointRow] = field(default_factory=list)
+
+    @property
+    def last_apply_age(self) -> str | None:
+        last = self.counts.last_apply
+        return age_text(since=last, now=self.now) if last else None
+
+    @property
+    def relay_last_batch_age(self) -> str | None:
+        last = self.relay_last_batch
+        return age_text(since=last, now=self.now) if last else None
 
     @property
     def relay_last_batch(self) -> datetime | None:

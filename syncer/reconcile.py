@@ -611,7 +611,15 @@ def _repair(mapping: Mapping, drift: _Drift, options: ReconcileOptions) -> tuple
             return "repaired", plan
         ok = _repair_to_dynamo(mapping, drift)
     except Exception as exc:  # noqa: BLE001 - one bad key must not stop the run
-        logger.warning("reconcile repair failed", extra={"key": drift.key, "error": str(exc)})
+        logger.warning(
+            "reconcile repair failed",
+            extra={
+                "key": drift.key,
+                "version": drift.version,
+                "repair": options.repair,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
         return "failed", f"failed to {plan}: {type(exc).__name__}: {exc}"
     if not ok:
         return "skipped", f"skipped, the item changed after the scan ({plan})"

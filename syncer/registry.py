@@ -86,16 +86,38 @@ class Mapping:
         """Model field values from a stream image (DynamoDB JSON); raises MappingError."""
         if not isinstance(image, dict):
             raise MappingError("image is missing")
-        row: dict[str, Any] = {}
+        return {fm.field: self._field_from_image(fm, image) for fm in self.fields}
+
+    def image_errors(self, image: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Per attribute, why this item (DynamoDB JSON) does not fit the mapping: what
+        row_from_image / key_from_keys would refuse, and a version that is not an integer.
+        Empty when it fits. Extra attributes are ignored, as the sync ignores them."""
+        if not isinstance(image, dict):
+            return {self.key_attribute: "item is missing"}
+        errors: dict[str, str] = {}
+        try:
+            self.key_from_keys({self.key_attribute: image.get(self.key_attribute)})
+        except MappingError as exc:
+            errors[self.key_attribute] = str(exc)
         for fm in self.fields:
-            typed = image.get(fm.attribute)
-            if typed is None or typed == _NULL:
-                if fm.required:
-                    raise MappingError(f"{fm.attribute}: missing attribute")
-                row[fm.field] = None
-                continue
-            row[fm.field] = self._clean(fm.field, self._untype(fm, typed), label=fm.attribute)
-        return row
+            try:
+                self._field_from_image(fm, image)
+            except MappingError as exc:
+                errors[fm.attribute] = str(exc)
+        version = image.get(self.version_attribute) if self.version_attribute else None
+        if version is not None and self.version_from_image(image) is None:
+            errors[self.version_attribute] = (
+                f"{self.version_attribute}: expected an integer number, got {version!r}"[:500]
+            )
+        return errors
+
+    def _field_from_image(self, fm: FieldMap, image: dict[str, dict[str, Any]]) -> Any:
+        typed = image.get(fm.attribute)
+        if typed is None or typed == _NULL:
+            if fm.required:
+                raise MappingError(f"{fm.attribute}: missing attribute")
+            return None
+        return self._clean(fm.field, self._untype(fm, typed), label=fm.attribute)
 
     def version_from_image(self, image: dict[str, dict[str, Any]] | None) -> int | None:
         if not self.version_attribute or not image:

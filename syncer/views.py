@@ -20,8 +20,10 @@ from syncer.models import Conflict, FailedChange
 
 # --- chart --------------------------------------------------------------------------------
 
-CHART_W, CHART_H = 720, 220
-PAD_L, PAD_R, PAD_T, PAD_B = 48, 48, 16, 28
+# Drawing units (viewBox); the SVG scales to its panel's width (no sideways scroll).
+CHART_W, CHART_H = 640, 260
+PAD_L, PAD_R, PAD_T, PAD_B = 64, 64, 28, 48
+X_TICK_MINUTES = 10
 
 
 def _nice_max(value: float) -> float:
@@ -31,7 +33,7 @@ def _nice_max(value: float) -> float:
     step = 1.0
     while step * 10 < value:
         step *= 10
-    while step > value * 10:
+    while step > value:
         step /= 10
     for m in (1, 2, 5, 10):
         if m * step >= value:
@@ -39,13 +41,31 @@ def _nice_max(value: float) -> float:
     return 10 * step
 
 
+def _ticks(top: float) -> list[float]:
+    """Evenly spaced round ticks from 0 to a _nice_max() value (4 or 5 intervals)."""
+    intervals = 4 if f"{top:e}"[0] == "2" else 5
+    return [top * i / intervals for i in range(intervals + 1)]
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:.10g}"
+
+
 def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
-    """Bars: changes applied per minute (left axis). Line: largest lag per minute (right)."""
+    """Bars: changes applied per minute (left axis). Line: largest lag per minute (right).
+
+    Both value axes have ticks and grid lines; the time axis a tick every ten minutes.
+    """
     n = max(len(points), 1)
     inner_w, inner_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
-    top_count = _nice_max(max((p.applied for p in points), default=0))
+    left, right, top, bottom = PAD_L, CHART_W - PAD_R, PAD_T, PAD_T + inner_h
+    # At least 0-5 changes, so that an idle hour's count ticks stay whole numbers.
+    top_count = _nice_max(max([5, *(p.applied for p in points)]))
     top_lag = _nice_max(max((p.lag_max or 0 for p in points), default=0))
     slot = inner_w / n
+
+    def y_of(fraction: float) -> str:
+        return f"{bottom - inner_h * fraction:.1f}"
 
     bars = format_html_join(
         "",
@@ -53,8 +73,8 @@ def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
         "<title>{} UTC: {} applied</title></rect>",
         (
             (
-                f"{PAD_L + i * slot + slot * 0.1:.1f}",
-                f"{PAD_T + inner_h * (1 - p.applied / top_count):.1f}",
+                f"{left + i * slot + slot * 0.1:.1f}",
+                y_of(p.applied / top_count),
                 f"{slot * 0.8:.1f}",
                 f"{inner_h * p.applied / top_count:.1f}",
                 p.minute.strftime("%H:%M"),
@@ -65,7 +85,7 @@ def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
         ),
     )
     lag_xy = [
-        (PAD_L + (i + 0.5) * slot, PAD_T + inner_h * (1 - p.lag_max / top_lag))
+        (left + (i + 0.5) * slot, bottom - inner_h * p.lag_max / top_lag)
         for i, p in enumerate(points)
         if p.lag_max is not None
     ]
@@ -82,39 +102,83 @@ def chart_svg(points: list[dashboard.MinutePoint]) -> SafeString:
         '<circle class="lag-dot" cx="{}" cy="{}" r="2.5"/>',
         ((f"{x:.1f}", f"{y:.1f}") for x, y in lag_xy),
     )
-    first = points[0].minute.strftime("%H:%M") if points else ""
-    last = points[-1].minute.strftime("%H:%M") if points else ""
+    # Value ticks: grid line, left label (count), right label (lag) at the same heights.
+    count_ticks, lag_ticks = _ticks(top_count), _ticks(top_lag)
+    rows = len(count_ticks) == len(lag_ticks)
+    y_ticks = format_html_join(
+        "",
+        '<line class="grid" x1="{l}" y1="{y}" x2="{r}" y2="{y}"/>'
+        '<text class="tick tick-count" x="{lt}" y="{yt}" text-anchor="end">{c}</text>',
+        (
+            {
+                "l": left,
+                "r": right,
+                "y": y_of(v / top_count),
+                "lt": left - 6,
+                "yt": f"{float(y_of(v / top_count)) + 4:.1f}",
+                "c": _tick_label(v),
+            }
+            for v in count_ticks
+        ),
+    )
+    lag_labels = format_html_join(
+        "",
+        '<text class="tick tick-lag" x="{}" y="{}">{}</text>',
+        ((right + 6, f"{float(y_of(v / top_lag)) + 4:.1f}", _tick_label(v)) for v in lag_ticks),
+    )
+    if not rows:  # the lag ticks get their own grid (dashed) when the spacing differs
+        lag_labels += format_html_join(
+            "",
+            '<line class="grid grid-lag" x1="{}" y1="{}" x2="{}" y2="{}"/>',
+            ((left, y_of(v / top_lag), right, y_of(v / top_lag)) for v in lag_ticks),
+        )
+    x_ticks = format_html_join(
+        "",
+        '<line class="axis" x1="{x}" y1="{b}" x2="{x}" y2="{b5}"/>'
+        '<text class="tick tick-time" x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
+        (
+            {
+                "x": f"{left + (i + 0.5) * slot:.1f}",
+                "b": bottom,
+                "b5": bottom + 5,
+                "ty": bottom + 18,
+                "label": p.minute.strftime("%H:%M"),
+            }
+            for i, p in enumerate(points)
+            if p.minute.minute % X_TICK_MINUTES == 0
+        ),
+    )
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" id="sync-chart" role="img" '
-        'viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
+        'viewBox="0 0 {w} {h}" width="100%" preserveAspectRatio="xMidYMid meet" '
+        'style="max-width:{max_w}px;height:auto;display:block" '
         'aria-label="Changes applied per minute and largest lag per minute, last hour">'
         "<style>.bar{{fill:#79aec8}}.lag{{fill:none;stroke:#ba2121;stroke-width:2}}"
-        ".lag-dot{{fill:#ba2121}}.axis{{stroke:#999}}text{{font:11px sans-serif;fill:#555}}"
-        "</style>"
+        ".lag-dot{{fill:#ba2121}}.axis{{stroke:#666}}.grid{{stroke:#ddd}}"
+        ".grid-lag{{stroke-dasharray:3 3}}text{{font:15px sans-serif;fill:#333}}"
+        ".title{{font-weight:bold}}</style>"
+        "{y_ticks}{lag_labels}"
         '<line class="axis" x1="{l}" y1="{b}" x2="{r}" y2="{b}"/>'
         '<line class="axis" x1="{l}" y1="{t}" x2="{l}" y2="{b}"/>'
         '<line class="axis" x1="{r}" y1="{t}" x2="{r}" y2="{b}"/>'
-        '<text x="{lt}" y="{ty}" text-anchor="end">{top_count}</text>'
-        '<text x="{lt}" y="{b}" text-anchor="end">0</text>'
-        '<text x="{rt}" y="{ty}">{top_lag} s</text>'
-        '<text x="{rt}" y="{b}">0 s</text>'
-        '<text x="{l}" y="{xl}">{first}</text>'
-        '<text x="{r}" y="{xl}" text-anchor="end">{last} UTC</text>'
-        "{bars}{line}{dots}</svg>",
+        "{x_ticks}{bars}{line}{dots}"
+        '<text class="title" x="{l}" y="{tt}" text-anchor="middle">changes/min</text>'
+        '<text class="title" x="{r}" y="{tt}" text-anchor="middle">lag (s)</text>'
+        '<text class="title" x="{cx}" y="{xt}" text-anchor="middle">time (UTC)</text>'
+        "</svg>",
         w=CHART_W,
         h=CHART_H,
-        l=PAD_L,
-        r=CHART_W - PAD_R,
-        t=PAD_T,
-        b=PAD_T + inner_h,
-        lt=PAD_L - 4,
-        rt=CHART_W - PAD_R + 4,
-        ty=PAD_T + 10,
-        xl=CHART_H - 8,
-        top_count=f"{top_count:g}",
-        top_lag=f"{top_lag:g}",
-        first=first,
-        last=last,
+        max_w=CHART_W * 3 // 2,  # up to 1.5x its drawing size on wide screens
+        l=left,
+        r=right,
+        t=top,
+        b=bottom,
+        tt=top - 10,
+        cx=left + inner_w // 2,
+        xt=CHART_H - 4,
+        y_ticks=y_ticks,
+        lag_labels=lag_labels,
+        x_ticks=x_ticks,
         bars=bars,
         line=line,
         dots=dots,

@@ -186,3 +186,34 @@ def test_down_without_up_is_harmless(clone, stack_env):
     assert result.returncode == 0
     assert not (clone / ".run").exists() or _pids(clone) == {}
     shutil.rmtree(clone / ".run", ignore_errors=True)
+
+
+def test_up_writes_its_environment_and_manage_py_finds_the_stack(clone, stack_env):
+    """On a non-default port, manage.py in a fresh shell reaches the stack's moto (not real
+    AWS) through .run/env, and `source .run/env` gives a shell the same environment."""
+    env = {**stack_env, "SERVICES": "moto"}
+    moto = f"http://127.0.0.1:{stack_env['MOTO_PORT']}"
+    up = _make(clone, env, "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    env_file = clone / ".run" / "env"
+    assert f"source {env_file}" in up.stdout
+    assert f"export AWS_ENDPOINT_URL='{moto}'" in env_file.read_text()
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+
+    # A new shell: no AWS_* variables, only the database (as a developer's .env would give).
+    shell_env = {k: v for k, v in stack_env.items() if k not in {"MOTO_PORT", "WEB_PORT"}}
+    python = str(VENV / "bin" / "python")
+    setup = subprocess.run(
+        [python, "manage.py", "dynamo_setup", "--dry-run"],
+        cwd=clone, env=shell_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert moto in setup.stdout and "table chef: unchanged" in setup.stdout
+    sourced = subprocess.run(
+        ["bash", "-c", f"source {env_file} && echo $AWS_ENDPOINT_URL $DATABASE_URL"],
+        env=shell_env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sourced == [moto, stack_env["DATABASE_URL"]]
+
+    assert _make(clone, env, "down").returncode == 0
+    assert not env_file.exists()

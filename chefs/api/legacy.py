@@ -4,7 +4,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,6 +35,8 @@ class LegacyChefCreateInput(serializers.Serializer):
 class LegacyChefUpdateInput(serializers.Serializer):
     firstName = NameField()  # noqa: N815
     lastName = NameField()  # noqa: N815
+    # Optional (a GET's body sent back as is); the row is the URL's and cannot change.
+    id = serializers.IntegerField(required=False, help_text="If sent, must equal the URL's id.")
     # Optional: the DynamoDB item version the client saw (GET /dynamo/chefs/<key>). An edit
     # based on an older version is not written over DynamoDB; it becomes a conflict.
     version = serializers.IntegerField(required=False, min_value=1)
@@ -124,6 +126,8 @@ class LegacyChefDetailView(APIView):
         chef = _get_or_404(chef_pk)
         data = LegacyChefUpdateInput(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
+        if data.validated_data.get("id", chef_pk) != chef_pk:
+            raise ValidationError({"id": [f"Must be the id in the URL ({chef_pk})."]})
         chef = services.chef_update(
             chef=chef,
             first_name=data.validated_data.get("firstName"),

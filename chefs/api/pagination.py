@@ -21,9 +21,29 @@ def link_header(links: dict[str, str | None]) -> str:
     return ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items() if url)
 
 
+def page_size_from_query(request, *, param: str, default: int, maximum: int) -> int:
+    """The page size asked for: a positive integer, at most `maximum` (larger is cut);
+    anything else is a 400 (DRF would silently fall back to the default)."""
+    raw = request.query_params.get(param)
+    if raw is None:
+        return default
+    try:
+        return _positive_int(raw, strict=True, cutoff=maximum)
+    except ValueError:
+        raise ValidationError({param: ["A positive integer is required."]}) from None
+
+
 class LinkHeaderPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request) -> int:
+        return page_size_from_query(
+            request,
+            param=self.page_size_query_param,
+            default=self.page_size,
+            maximum=self.max_page_size,
+        )
 
     def get_paginated_response(self, data) -> Response:
         headers = {"X-Total-Count": str(self.page.paginator.count)}
@@ -87,16 +107,13 @@ class KeyCursorPagination:
     max_page_size = LinkHeaderPagination.max_page_size
 
     def get_page_size(self, request) -> int:
-        # Same rules as the legacy pagination: an invalid size falls back to the default.
-        default = api_settings.PAGE_SIZE or 50
-        try:
-            return _positive_int(
-                request.query_params[self.page_size_query_param],
-                strict=True,
-                cutoff=self.max_page_size,
-            )
-        except (KeyError, ValueError):
-            return default
+        # Same rules as the legacy pagination.
+        return page_size_from_query(
+            request,
+            param=self.page_size_query_param,
+            default=api_settings.PAGE_SIZE or 50,
+            maximum=self.max_page_size,
+        )
 
     def get_cursor(self, request, *, key_attributes: Iterable[str]) -> dict | None:
         cursor = request.query_params.get(self.cursor_query_param)

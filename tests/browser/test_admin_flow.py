@@ -1,15 +1,17 @@
 """The operator's flow in a real browser (Debian's chromium through Playwright).
 
 A live server (this process), a real celery worker and the relay: a chef created through
-/dynamo/chefs shows in the admin as in sync, the dashboard's applied count rises, and a
-poison change is fixed and replayed from the failed-change list. Screenshots are saved in
-test-artifacts/ (dashboard.png is the dashboard at the end, with the flow's real figures).
+/dynamo/chefs shows in the admin as in sync (its page with state, version and the Publish /
+Re-sync buttons), the dashboard's applied count rises, and a poison change is fixed in its
+payload editor and replayed with its page's button. Screenshots are saved in
+test-artifacts/: the chef page, the failed-change page and the dashboard (at the end, with
+the flow's real figures), each 800 and 1400 px wide (`*-800.png`, `*-1400.png`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -66,6 +68,35 @@ def shot(page, name: str) -> Path:
     return path
 
 
+WIDTHS = (800, 1400)
+
+
+def shots_at_widths(page, name: str) -> None:
+    """Screenshots at each width; the page must fit it (no sideways scroll)."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        shot(page, f"{name}-{width}.png")
+        assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at {width}px"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def _fix_first_name(value):
+    """The poison payload with its Number firstName made a String, wherever it sits."""
+    if isinstance(value, dict):
+        return {
+            k: ({"S": v["N"]} if k == "firstName" and set(v) == {"N"} else _fix_first_name(v))
+            if isinstance(v, dict | list)
+            else v
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_fix_first_name(v) for v in value]
+    return value
+
+
 def poll_page(page, url: str, predicate, *, what: str, timeout: float = 60.0):
     """Reload `url` until predicate(page) is truthy."""
 
@@ -89,7 +120,9 @@ def test_operator_flow_in_the_browser(live_server, worker, relay, staff_user, br
     page.fill("#id_username", staff_user.username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
-    page.click("#sync-dashboard-link")
+    # One Sync section on the index, the dashboard first in it.
+    assert page.locator("div.app-syncer caption").count() == 1
+    page.click("#syncer-syncdashboard a")
     assert page.locator("#sync-chart").count() == 1
     dashboard_url = page.url
     before = applied_count(page)
@@ -114,6 +147,15 @@ def test_operator_flow_in_the_browser(live_server, worker, relay, staff_user, br
     )
     shot(page, "chefs-in-sync.png")
 
+    # Its page: sync state, version, and the Publish / Re-sync buttons.
+    page.locator(f"{row} th a").click()
+    assert page.locator(".field-sync_state .readonly").inner_text() == "in sync"
+    assert page.locator(".field-version .readonly").inner_text() == "1"
+    assert page.locator("#chef-publish").is_visible()
+    shots_at_widths(page, "chef-page")
+    page.click("#chef-resync")
+    assert "Re-synced from DynamoDB." in page.locator("ul.messagelist").inner_text()
+
     # The dashboard's applied count has risen.
     poll_page(page, dashboard_url, lambda p: applied_count(p) > before, what="applied count")
 
@@ -131,19 +173,19 @@ def test_operator_flow_in_the_browser(live_server, worker, relay, staff_user, br
     )
     shot(page, "failed-changes.png")
 
-    # Fix its payload in the change form, then replay it from the list.
+    # Fix its payload in the (pretty-printed) editor, then "Save and replay" on its page.
     page.locator(f"{failed_row} th a").click()
     payload = page.locator("#id_payload")
     text = payload.input_value()
-    fixed = re.sub(r'"firstName": \{"N": "42"\}', '"firstName": {"S": "42"}', text)
-    assert fixed != text, text
+    assert text.startswith('{\n  "'), text
+    shots_at_widths(page, "failed-change")
+    fixed = json.dumps(_fix_first_name(json.loads(text)), indent=2)
+    assert json.loads(fixed) != json.loads(text), text
     payload.fill(fixed)
-    page.click("input[name=_save]")
+    page.click("#failed-replay")
+    assert "Change replayed." in page.locator("ul.messagelist").inner_text()
+    assert page.locator("#failed-replay").count() == 0
     page.goto(f"{base}/admin/syncer/failedchange/?status__exact=failed")
-    page.locator(f"{failed_row} input.action-select").check()
-    page.select_option("select[name=action]", "replay")
-    page.click("button[name=index]")
-    assert "1 change(s) replayed." in page.locator("ul.messagelist").inner_text()
     assert page.locator(failed_row).count() == 0
 
     poll_page(
@@ -164,4 +206,9 @@ def test_operator_flow_in_the_browser(live_server, worker, relay, staff_user, br
     assert page.locator("#card-failed .figure").get_attribute("data-value") == "0"
     assert page.locator("tr.checkpoint-row").count() >= 1
     assert page.locator("#sync-chart rect.bar").count() >= 1
+    # Readable axes: ticks on both value axes and the time axis.
+    assert page.locator("#sync-chart text.tick-count").count() >= 3
+    assert page.locator("#sync-chart text.tick-lag").count() >= 3
+    assert page.locator("#sync-chart text.tick-time").count() >= 5
     shot(page, "dashboard.png")
+    shots_at_widths(page, "dashboard")

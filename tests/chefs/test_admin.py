@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from chefs.models import Chef
@@ -51,3 +53,116 @@ def test_admin_refuses_blank_and_overlong(client, staff_user):
     response = client.post("/admin/chefs/chef/add/", {"first_name": "", "last_name": "x" * 300})
     assert response.status_code == 200  # form shown again with errors
     assert Chef.objects.count() == 0
+
+
+# --- the chef page and the changelist filters (issue 16) ----------------------------------
+
+
+def _key_state(chef_id: str, version: int):
+    from django.utils import timezone
+
+    from syncer.models import KeyState
+
+    return KeyState.objects.create(
+        mapping="chef", key=chef_id, sequence=1, item_version=version, applied_at=timezone.now()
+    )
+
+
+def test_change_page_shows_sync_state_version_and_buttons(client, staff_user):
+    chef = ChefFactory(first_name="Alton", last_name="Brown", chef_id="Brown#Alton")
+    _key_state("Brown#Alton", 7)
+    client.force_login(staff_user)
+    html = client.get(f"/admin/chefs/chef/{chef.pk}/change/").content.decode()
+    assert re.search(r'field-sync_state.*?<div class="readonly">in sync</div>', html, re.S)
+    assert re.search(r'field-version.*?<div class="readonly">7</div>', html, re.S)
+    assert f'action="/admin/chefs/chef/{chef.pk}/publish/"' in html
+    assert f'action="/admin/chefs/chef/{chef.pk}/resync/"' in html
+
+
+def test_change_page_of_an_unkeyed_chef_offers_publish_only(client, staff_user):
+    chef = ChefFactory(chef_id=None)
+    client.force_login(staff_user)
+    html = client.get(f"/admin/chefs/chef/{chef.pk}/change/").content.decode()
+    assert "no key yet" in html
+    assert 'id="chef-publish"' in html and 'id="chef-resync"' not in html
+
+
+def test_add_page_has_no_sync_fields(client, staff_user):
+    client.force_login(staff_user)
+    html = client.get("/admin/chefs/chef/add/").content.decode()
+    assert "field-first_name" in html
+    assert "field-sync_state" not in html and 'id="chef-publish"' not in html
+
+
+def test_publish_button_queues_an_outbox_entry(
+    client, staff_user, django_capture_on_commit_callbacks
+):
+    from syncer.models import OutboxEntry
+
+    chef = ChefFactory(chef_id="Brown#Alton")
+    client.force_login(staff_user)
+    url = f"/admin/chefs/chef/{chef.pk}/publish/"
+    assert client.get(url).status_code == 405  # a write is a POST
+    assert not OutboxEntry.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == f"/admin/chefs/chef/{chef.pk}/change/"
+    assert "Queued for publishing" in response.content.decode()
+    entry = OutboxEntry.objects.get()
+    assert (entry.key, entry.object_pk) == ("Brown#Alton", str(chef.pk))
+
+
+@pytest.mark.usefixtures("aws")
+def test_resync_button_brings_the_row_to_dynamodbs_state(client, staff_user):
+    from syncer.aws import dynamodb_client
+
+    chef = ChefFactory(first_name="Old", last_name="Name", chef_id="k")
+    dynamodb_client().put_item(
+        TableName="chef",
+        Item={
+            "ChefId": {"S": "k"},
+            "firstName": {"S": "New"},
+            "lastName": {"S": "Name"},
+            "version": {"N": "4"},
+        },
+    )
+    client.force_login(staff_user)
+    response = client.post(f"/admin/chefs/chef/{chef.pk}/resync/", follow=True)
+    assert "Re-synced from DynamoDB" in response.content.decode()
+    chef.refresh_from_db()
+    assert chef.first_name == "New"
+
+
+def test_non_staff_cannot_use_the_buttons(client, user):
+    chef = ChefFactory(chef_id="k")
+    client.force_login(user)
+    response = client.post(f"/admin/chefs/chef/{chef.pk}/publish/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_sync_filter_offers_in_sync_and_there_is_no_last_name_filter(client, staff_user):
+    from django.utils import timezone
+
+    from syncer.models import Conflict
+
+    synced = ChefFactory(first_name="Synced", chef_id="a")
+    unkeyed = ChefFactory(first_name="Unkeyed", chef_id=None)
+    conflicted = ChefFactory(first_name="Conflicted", chef_id="c")
+    Conflict.objects.create(
+        mapping="chef",
+        key="c",
+        object_pk=str(conflicted.pk),
+        kind=Conflict.Kind.choices[0][0],
+        legacy_op="upsert",
+        legacy_values={},
+        legacy_time=timezone.now(),
+    )
+    client.force_login(staff_user)
+    response = client.get("/admin/chefs/chef/", {"sync": "in_sync"})
+    names = {c.first_name for c in response.context["cl"].result_list}
+    assert names == {synced.first_name}
+    assert unkeyed.first_name not in names
+    titles = [spec.title for spec in response.context["cl"].filter_specs]
+    assert "sync state" in titles and not any("last" in str(t) for t in titles)
+    html = client.get("/admin/chefs/chef/").content.decode()
+    assert "?sync=in_sync" in html

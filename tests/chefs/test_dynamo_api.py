@@ -331,9 +331,15 @@ class TestList:
         assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
         assert "Alton" not in cursor
 
-    def test_invalid_page_size_falls_back_like_legacy(self, api_client):
+    @pytest.mark.parametrize("size", ["zero", "0", "-3", "1.5", ""])
+    def test_page_size_that_is_not_a_positive_integer_is_400(self, api_client, size):
         api_client.post(URL, {"chefId": "k"}, format="json")
-        assert api_client.get(URL, {"page_size": "zero"}).status_code == 200
+        response = api_client.get(URL, {"page_size": size})
+        assert response.status_code == 400 and "page_size" in response.json()
+
+    def test_page_size_above_the_maximum_is_cut(self, api_client):
+        api_client.post(URL, {"chefId": "k"}, format="json")
+        assert api_client.get(URL, {"page_size": "100000"}).status_code == 200
 
 
 class TestUnavailable:
@@ -418,3 +424,147 @@ class TestStream:
         assert modify["NewImage"]["firstName"] == {"S": "Bob"}
         assert modify["NewImage"]["version"] == {"N": "2"}
         assert remove["OldImage"]["version"] == {"N": "2"}
+
+
+def put_raw(item: dict) -> None:
+    """An item written directly, as another service would, bypassing this API."""
+    syncer_aws.dynamodb_client().put_item(TableName="chef", Item=item)
+
+
+GOOD = {"ChefId": {"S": "Good#One"}, "firstName": {"S": "One"}, "lastName": {"S": "Good"}}
+# Each wrong shape another writer can leave in the table, and the attribute it is wrong in.
+FOREIGN = {
+    "number name": (
+        {"ChefId": {"S": "k"}, "firstName": {"N": "42"}, "lastName": {"S": "L"}},
+        "firstName",
+    ),
+    "missing name": ({"ChefId": {"S": "k"}, "firstName": {"S": "F"}}, "lastName"),
+    "over-long name": (
+        {"ChefId": {"S": "k"}, "firstName": {"S": "x" * 256}, "lastName": {"S": "L"}},
+        "firstName",
+    ),
+    "text version": (
+        {
+            "ChefId": {"S": "k"},
+            "firstName": {"S": "F"},
+            "lastName": {"S": "L"},
+            "version": {"S": "x"},
+        },
+        "version",
+    ),
+    "list name": (
+        {"ChefId": {"S": "k"}, "firstName": {"L": [{"S": "a"}]}, "lastName": {"S": "L"}},
+        "firstName",
+    ),
+}
+
+
+class TestForeignItems:
+    """Items written to the table by another service, in shapes this API never writes."""
+
+    @pytest.mark.parametrize("shape", FOREIGN)
+    def test_list_keeps_answering_and_flags_the_item(self, api_client, shape):
+        item, attribute = FOREIGN[shape]
+        put_raw(GOOD)
+        put_raw(item)
+        response = api_client.get(URL)
+        assert response.status_code == 200
+        by_key = {c["chefId"]: c for c in response.json()}
+        assert by_key["Good#One"] == {
+            "chefId": "Good#One",
+            "firstName": "One",
+            "lastName": "Good",
+            "version": None,
+        }
+        flagged = by_key["k"]
+        assert list(flagged["errors"]) == [attribute]
+        assert flagged["attributes"] == item
+        # A field of the wrong type is null, never a cast of the stored value.
+        if item.get(attribute, {}).keys() - {"S"}:
+            assert flagged[attribute] is None
+
+    @pytest.mark.parametrize("shape", FOREIGN)
+    def test_read_of_the_item_is_a_json_422(self, api_client, shape):
+        item, attribute = FOREIGN[shape]
+        put_raw(item)
+        response = api_client.get(detail("k"))
+        assert response.status_code == 422
+        assert response["Content-Type"].startswith("application/json")
+        body = response.json()
+        assert list(body["errors"]) == [attribute]
+        assert body["item"]["attributes"] == item
+
+    def test_extra_attributes_are_ignored(self, api_client):
+        put_raw({**GOOD, "stars": {"N": "3"}, "tags": {"SS": ["a"]}})
+        listed = api_client.get(URL).json()
+        assert listed == [
+            {"chefId": "Good#One", "firstName": "One", "lastName": "Good", "version": None}
+        ]
+        assert api_client.get(detail("Good#One")).json() == listed[0]
+
+    def test_over_long_key_is_flagged(self, api_client):
+        put_raw({**GOOD, "ChefId": {"S": "k" * 300}})
+        (flagged,) = api_client.get(URL).json()
+        assert list(flagged["errors"]) == ["ChefId"]
+
+    def test_wrong_key_type_is_refused_by_dynamodb_itself(self):
+        # The table's key schema types ChefId as S: no writer can store another key type.
+        with pytest.raises(syncer_aws.dynamodb_client().exceptions.ClientError) as exc:
+            put_raw({**GOOD, "ChefId": {"N": "1"}})
+        assert exc.value.response["Error"]["Code"] == "ValidationException"
+
+    def test_put_with_both_names_repairs_the_item(self, api_client):
+        put_raw(FOREIGN["number name"][0])
+        response = api_client.put(detail("k"), {"firstName": "F", "lastName": "L"}, format="json")
+        assert response.status_code == 200
+        assert api_client.get(detail("k")).status_code == 200
+        assert raw_item("k")["firstName"] == {"S": "F"}
+
+    def test_patch_that_leaves_it_malformed_is_a_json_422(self, api_client):
+        put_raw({"ChefId": {"S": "k"}, "firstName": {"S": "F"}, "lastName": {"N": "7"}})
+        response = api_client.patch(detail("k"), {"firstName": "G"}, format="json")
+        assert response.status_code == 422
+        assert "detail" in response.json()
+
+    def test_stale_write_on_a_malformed_item_is_a_json_422(self, api_client):
+        put_raw({**FOREIGN["number name"][0], "version": {"N": "3"}})
+        response = api_client.put(
+            detail("k"), {"firstName": "F", "lastName": "L", "version": 1}, format="json"
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"] == {"firstName": ["firstName: expected type S, got N"]}
+
+
+class TestPostVersion:
+    """POST keeps the optimistic-locking contract of PUT and PATCH."""
+
+    def test_stale_version_is_409_with_current_item_and_no_write(self, api_client):
+        api_client.post(URL, {"firstName": "Alton", "lastName": "Brown"}, format="json")
+        api_client.post(URL, {"firstName": "Alton", "lastName": "Brown"}, format="json")  # v2
+        response = api_client.post(
+            URL, {"firstName": "Alton", "lastName": "Brown", "version": 1}, format="json"
+        )
+        assert response.status_code == 409
+        assert response.json()["current"]["version"] == 2
+        assert raw_item("Brown#Alton")["version"] == {"N": "2"}
+
+    def test_current_version_updates(self, api_client):
+        api_client.post(URL, {"chefId": "k", "firstName": "A"}, format="json")
+        response = api_client.post(
+            URL, {"chefId": "k", "firstName": "B", "version": 1}, format="json"
+        )
+        assert response.status_code == 200
+        assert response.json()["version"] == 2
+        assert raw_item("k")["firstName"] == {"S": "B"}
+
+    def test_version_for_an_absent_key_is_404_and_creates_nothing(self, api_client):
+        response = api_client.post(URL, {"chefId": "gone", "version": 3}, format="json")
+        assert response.status_code == 404
+        assert raw_item("gone") is None
+
+    @pytest.mark.parametrize("version", ["x", -1, 1.5, [1]])
+    def test_bad_version_is_400(self, api_client, version):
+        api_client.post(URL, {"chefId": "k"}, format="json")
+        response = api_client.post(URL, {"chefId": "k", "version": version}, format="json")
+        assert response.status_code == 400 and "version" in response.json()
+        assert raw_item("k")["version"] == {"N": "1"}

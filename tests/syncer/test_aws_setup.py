@@ -186,3 +186,29 @@ class TestErrorClassification:
         error = ClientError({"Error": {"Code": "ValidationException"}}, "PutItem")
         with pytest.raises(PutError), aws.dynamo_errors():
             raise PutError("bad", error)
+
+
+# --- local settings without a stack: a system check says so (issue 16) ----------------------
+
+
+def _w001() -> list:
+    from django.core import checks
+
+    return [m for m in checks.run_checks() if m.id == "syncer.W001"]
+
+
+def test_local_settings_without_an_endpoint_warn_that_this_is_real_aws(settings):
+    settings.LOCAL_STACK_ENV_FILE = "/repo/.run/env"
+    settings.AWS_ENDPOINT_URL = None
+    (warning,) = _w001()
+    assert "real AWS" in warning.msg and "amazonaws.com" in warning.msg
+    assert "make up" in warning.hint and "/repo/.run/env" in warning.hint
+
+
+def test_no_warning_with_an_endpoint_or_outside_local_settings(settings):
+    settings.LOCAL_STACK_ENV_FILE = "/repo/.run/env"
+    settings.AWS_ENDPOINT_URL = "http://127.0.0.1:5000"
+    assert _w001() == []
+    del settings.LOCAL_STACK_ENV_FILE
+    settings.AWS_ENDPOINT_URL = None  # production: real AWS is the point
+    assert _w001() == []

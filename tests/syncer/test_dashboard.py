@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -173,7 +174,7 @@ def test_dashboard_page_for_staff(client, aws):
         last_batch_at=timezone.now(),
     )
     index = client.get("/admin/")
-    assert 'id="sync-dashboard-link"' in index.content.decode()
+    assert 'href="/admin/sync/"' in index.content.decode()
     r = client.get("/admin/sync/")
     assert r.status_code == 200
     html = r.content.decode()
@@ -192,3 +193,59 @@ def test_dashboard_is_staff_only(client):
     client.force_login(UserFactory(username="plain", is_staff=False))
     r = client.get("/admin/sync/")
     assert r.status_code == 302 and "/admin/login/" in r["Location"]
+
+
+# --- issue 16: one Sync section, a readable chart, seconds under a minute ---------------------
+
+
+def test_admin_index_has_one_sync_section_with_the_dashboard_first(client):
+    client.force_login(UserFactory(username="ops", is_staff=True, is_superuser=True))
+    html = client.get("/admin/").content.decode()
+    assert len(re.findall(r'<caption>\s*<a [^>]*class="section"[^>]*>Sync</a>', html)) == 1
+    section = re.search(r'<div class="app-syncer module.*?</table>', html, re.S).group(0)
+    rows = re.findall(r'<th scope="row" id="syncer-(\w+)">', section)
+    assert rows[0] == "syncdashboard" and len(rows) > 1
+    assert 'href="/admin/sync/"' in section
+
+
+def test_chart_has_ticks_on_both_value_axes_and_the_time_axis():
+    now = timezone.now().replace(minute=37, second=30, microsecond=0)
+    for i in range(3):
+        applied(lag=1.5, ago=60 * i, key=f"t{i}", now=now)
+    applied(lag=0.2, ago=60 * 20, key="u", now=now)
+    svg = str(chart_svg(dashboard.minutes_get(now=now)))
+    counts = re.findall(r'class="tick tick-count"[^>]*>([^<]+)<', svg)
+    lags = re.findall(r'class="tick tick-lag"[^>]*>([^<]+)<', svg)
+    times = re.findall(r'class="tick tick-time"[^>]*>([^<]+)<', svg)
+    assert counts == ["0", "1", "2", "3", "4", "5"]  # whole changes, from 0 up
+    assert lags == ["0", "0.5", "1", "1.5", "2"]
+    # A tick every ten minutes of the hour shown: xx:40, xx:50, yy:00, ... yy:30.
+    assert len(times) == 6 and all(t.endswith("0") for t in times)
+    assert {"changes/min", "lag (s)", "time (UTC)"} <= set(
+        re.findall(r'class="title"[^>]*>([^<]+)<', svg)
+    )
+    # It scales to its panel instead of keeping a fixed pixel width.
+    assert 'width="100%"' in svg and 'height="' not in svg.split(">", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "seconds,text",
+    [
+        (0, "0 seconds"),
+        (1, "1 second"),
+        (42, "42 seconds"),
+        (59.9, "59 seconds"),
+        (61, "1\xa0minute"),
+    ],
+)
+def test_age_text_shows_seconds_under_a_minute(seconds, text):
+    now = timezone.now()
+    assert dashboard.age_text(since=now - timedelta(seconds=seconds), now=now) == text
+
+
+def test_since_the_last_apply_card_shows_seconds(client, aws):
+    client.force_login(UserFactory(username="ops", is_staff=True, is_superuser=True))
+    applied(lag=0.1, ago=12)
+    html = client.get("/admin/sync/").content.decode()
+    card = re.search(r'id="card-last-apply"><div class="figure">([^<]+)<', html).group(1)
+    assert re.fullmatch(r"1[2-9] seconds", card), card
