@@ -102,3 +102,29 @@ def test_beat_schedules_the_publish_every_period():
     entry = settings.CELERY_BEAT_SCHEDULE["cloudwatch-publish"]
     assert entry["task"] == cloudwatch.PUBLISH_TASK_NAME == tasks.cloudwatch_publish.name
     assert entry["schedule"] == settings.CLOUDWATCH_METRICS_SECONDS
+
+
+@pytest.mark.e2e
+def test_a_real_beat_and_worker_publish_the_figures(stack_env, tmp_path):
+    # As in ECS: beat schedules, a worker sends; here both from one `celery worker --beat`.
+    from tests.procs import ManagedProcess, wait_until, worker_argv
+
+    OutboxEntry.objects.create(
+        mapping="chef", object_pk="1", op="upsert", values={}, status="failed"
+    )
+    env = {
+        **stack_env,
+        "CLOUDWATCH_METRICS": "true",
+        "CLOUDWATCH_NAMESPACE": NAMESPACE,
+        "CLOUDWATCH_METRICS_SECONDS": "2",
+    }
+    proc = ManagedProcess(
+        "worker", worker_argv(schedule=tmp_path / "beat-schedule"), env=env, log_dir=tmp_path
+    ).start()
+    try:
+        values = wait_until(
+            lambda: _published("OutboxFailed"), timeout=60, what="OutboxFailed in CloudWatch"
+        )
+    finally:
+        proc.stop()
+    assert set(values) == {1}, proc.log_tail()
