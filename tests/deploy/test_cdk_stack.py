@@ -569,8 +569,8 @@ def test_metrics_token_secret_reaches_the_web_task_only(synth, synth_ci):
 
 
 # --- load balancer health check ------------------------------------------------------------
-def test_load_balancer_checks_liveness_on_healthz(template):
-    template.has_resource_properties(
+def test_load_balancer_checks_liveness_on_healthz(either):
+    either["template"].has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup",
         {
             "HealthCheckPath": "/healthz?scope=live",
