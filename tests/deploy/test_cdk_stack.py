@@ -516,6 +516,13 @@ def test_cdk_lower_bound_is_the_version_the_stack_needs():
     assert bound == backsync_stack.CDK_MIN_VERSION
 
 
+def test_an_older_cdk_is_refused_before_synth(monkeypatch):
+    _, app_module = _deploy_module()
+    monkeypatch.setattr(app_module, "version", lambda name: "2.150.0")
+    with pytest.raises(RuntimeError, match=r"aws-cdk-lib 2\.150\.0 is older than 2\.191\.0"):
+        app_module.make_app({"lambdaDeps": "none"})
+
+
 # --- the ops task: one-off manage.py commands (adoption, backfill, reconcile) ---------------
 def test_ops_task_runs_the_worker_image_with_the_worker_role(either):
     template = either["template"]
