@@ -1,5 +1,7 @@
 # One image for every backsync process in AWS: the web app (default command, gunicorn),
-# the Celery worker and the release task (migrate, collectstatic) override the command.
+# the Celery worker, beat, the release task (migrate, collectstatic) and the ops task
+# override the command. Fargate runs x86: build with --platform linux/amd64 (the CDK asset
+# does; so must CI on an arm64 machine).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,10 +21,14 @@ WORKDIR /app
 # them; the project itself runs from /app (PYTHONPATH), not from site-packages.
 COPY pyproject.toml README.md ./
 RUN pip install . && pip uninstall -y backsync
+# Everything the app reads at run time (tests/deploy/test_image_contents.py runs the app
+# from exactly these COPY lines): code, and the project templates (the admin index's link
+# to the sync dashboard).
 COPY manage.py ./
 COPY config ./config
 COPY chefs ./chefs
 COPY syncer ./syncer
+COPY templates ./templates
 
 RUN useradd --system --uid 10001 --home-dir /app backsync
 USER backsync

@@ -170,6 +170,10 @@ def s3_client():
     return _client("s3")
 
 
+def cloudwatch_client():
+    return _client("cloudwatch")
+
+
 # --- error translation ------------------------------------------------------------------
 _CONNECTION_ERRORS = (BotoConnectionError, ConnectTimeoutError, ReadTimeoutError)
 

@@ -191,9 +191,9 @@ def queue_depths_get() -> list[QueueDepth]:
 
     wanted = [
         ("sync queue", settings.SYNC_QUEUE_NAME, settings.SYNC_QUEUE_URL),
-        ("sync dead-letter queue", settings.SYNC_DLQ_NAME, None),
+        ("sync dead-letter queue", settings.SYNC_DLQ_NAME, settings.SYNC_DLQ_URL),
         ("outbox queue", settings.OUTBOX_QUEUE_NAME, settings.OUTBOX_QUEUE_URL),
-        ("outbox dead-letter queue", settings.OUTBOX_DLQ_NAME, None),
+        ("outbox dead-letter queue", settings.OUTBOX_DLQ_NAME, settings.OUTBOX_DLQ_URL),
     ]
     depths: list[QueueDepth] = []
     unreachable = ""

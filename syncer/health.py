@@ -1,4 +1,10 @@
-"""Readiness of the parts the sync depends on: MySQL, DynamoDB (every mapped table), SQS."""
+"""Readiness of the parts the sync depends on: MySQL, DynamoDB (every mapped table), SQS.
+
+Two scopes: "ready" (the default) runs every check; "live" runs none and only proves that
+the process answers. The load balancer uses "live": an outage of a dependency is the same
+for every task, so taking them all out of service would stop what still works (the legacy
+API during a DynamoDB outage) and have ECS replace healthy tasks in a loop.
+"""
 
 from __future__ import annotations
 
@@ -78,8 +84,15 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def health_check() -> HealthReport:
+SCOPES = ("ready", "live")
+
+
+def health_check(*, scope: str = "ready") -> HealthReport:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown health scope {scope!r}; one of {', '.join(SCOPES)}")
     report = HealthReport()
+    if scope == "live":
+        return report
     for name, check in CHECKS.items():
         started = time.monotonic()
         try:

@@ -4,7 +4,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from syncer import changelog, outbox
+from syncer import changelog, cloudwatch, outbox
 from syncer.apply import TransientApplyError, changes_apply
 from syncer.changelog import PRUNE_TASK_NAME
 from syncer.changes import APPLY_TASK_NAME
@@ -70,6 +70,12 @@ def outbox_sweep() -> int:
 @shared_task(name=PRUNE_TASK_NAME, acks_late=True)  # idempotent: deletes what is past due
 def changelog_prune() -> int:
     return changelog.changelog_prune()
+
+
+# Not acks_late: a lost publish is replaced by the next period's, a replayed one is stale.
+@shared_task(name=cloudwatch.PUBLISH_TASK_NAME, ignore_result=True)
+def cloudwatch_publish() -> int:
+    return len(cloudwatch.cloudwatch_metrics_publish())
 
 
 # --- reconcile (manage.py reconcile --distributed) ------------------------------------

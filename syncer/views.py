@@ -216,7 +216,13 @@ def sync_dashboard(request: HttpRequest) -> TemplateResponse:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    report = health.health_check()
+    scope = request.GET.get("scope", "ready")
+    if scope not in health.SCOPES:
+        return JsonResponse(
+            {"detail": "Bad scope.", "errors": {"scope": [f"One of: {', '.join(health.SCOPES)}."]}},
+            status=400,
+        )
+    report = health.health_check(scope=scope)
     return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
 
 

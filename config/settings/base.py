@@ -148,6 +148,10 @@ def _queue_url(name: str) -> str:
 
 SYNC_QUEUE_URL = env("SYNC_QUEUE_URL", default="") or _queue_url(SYNC_QUEUE_NAME)
 OUTBOX_QUEUE_URL = env("OUTBOX_QUEUE_URL", default="") or _queue_url(OUTBOX_QUEUE_NAME)
+# The DLQs' URLs (the stack sets them); unset, the dashboard looks them up by name, which
+# needs sqs:GetQueueUrl.
+SYNC_DLQ_URL = env("SYNC_DLQ_URL", default="") or None
+OUTBOX_DLQ_URL = env("OUTBOX_DLQ_URL", default="") or None
 
 # --- Celery (broker: SQS through kombu's SQS transport) ---------------------------------
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
@@ -206,11 +210,22 @@ OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=30)
 # A pending entry not published this long after it was (re)enqueued is taken as lost and
 # enqueued again by the sweep; at most once per period, so a busy queue is not flooded.
 OUTBOX_LOST_AFTER_SECONDS = env.int("OUTBOX_LOST_AFTER_SECONDS", default=120)
+# CloudWatch metrics of the sync (syncer/cloudwatch.py): the AWS stack turns them on.
+CLOUDWATCH_METRICS = env.bool("CLOUDWATCH_METRICS", default=False)
+CLOUDWATCH_NAMESPACE = env("CLOUDWATCH_NAMESPACE", default="Backsync")
+CLOUDWATCH_METRICS_SECONDS = env.int("CLOUDWATCH_METRICS_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
     "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},
     # Keeps the applied-change log to SYNC_CHANGELOG_RETENTION_HOURS.
     "changelog-prune": {"task": "syncer.changelog_prune", "schedule": 3600.0},
+    # The dashboard's figures to CloudWatch for the alarms (a no-op unless CLOUDWATCH_METRICS).
+    "cloudwatch-publish": {
+        "task": "syncer.cloudwatch_publish",
+        "schedule": float(CLOUDWATCH_METRICS_SECONDS),
+        # Behind a stopped worker, old sends would only publish the same current figures.
+        "options": {"expires": float(CLOUDWATCH_METRICS_SECONDS)},
+    },
 }
 
 # --- Logging --------------------------------------------------------------------------

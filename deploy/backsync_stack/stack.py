@@ -6,15 +6,19 @@ passed in through `SyncSettings`, whose defaults are the settings' defaults.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ecs_patterns as ecs_patterns
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -29,6 +33,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .lambda_asset import HANDLER
+from .monitoring import NAMESPACE, Monitored, Monitoring
 
 # The worker and the outbox write these; the reconcile/backfill commands scan and batch.
 TABLE_READ_WRITE_ACTIONS = (
@@ -43,6 +48,24 @@ TABLE_READ_WRITE_ACTIONS = (
     "dynamodb:DescribeTable",
     "dynamodb:ConditionCheckItem",
 )
+# Every task runs on x86: an image built on an arm64 laptop would not start on Fargate.
+PLATFORM = ecr_assets.Platform.LINUX_AMD64
+RUNTIME_PLATFORM = ecs.RuntimePlatform(
+    cpu_architecture=ecs.CpuArchitecture.X86_64,
+    operating_system_family=ecs.OperatingSystemFamily.LINUX,
+)
+# ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY(:TAG | @sha256:DIGEST)
+ECR_IMAGE_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*?)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+HEALTH_CHECK_PATH = "/healthz?scope=live"
+# Visible change messages at which one more worker task starts (ten times: two more).
+WORKER_SCALE_OUT_MESSAGES = 50
+# The one-off task for operator commands (backfill, reconcile...): the default command
+# only reports drift; `--overrides` gives the command to run.
+OPS_DEFAULT_COMMAND = ("python", "manage.py", "reconcile")
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,9 @@ class SyncSettings:
     stream_batching_window_seconds: int = 1
     stream_retry_attempts: int = 5
     stream_max_record_age_hours: int = 24
+    # FIFO message groups per table (SYNC_MESSAGE_GROUPS): at most this many messages are
+    # in flight at once, so it caps the worker processes that can have work.
+    message_groups: int = 4
 
     @property
     def sqs_visibility_timeout(self) -> int:
@@ -88,10 +114,35 @@ class DeployOptions:
     allowed_hosts: str = ""
     certificate_arn: str | None = None
     web_desired_count: int = 2
-    worker_desired_count: int = 1
+    # Worker tasks scale between these on the change queue's backlog.
+    worker_min_count: int = 1
+    worker_max_count: int = 2
     worker_concurrency: int = 2
     db_min_capacity: float = 0.5
     db_max_capacity: float = 4
+    # Alarm notifications by e-mail (the SNS topic exists either way; its ARN is an output).
+    alarm_email: str | None = None
+    # An existing Secrets Manager secret whose value is the bearer token of /metrics
+    # (METRICS_TOKEN in the web task); none: the variable is not set.
+    metrics_token_secret_arn: str | None = None
+
+    def validate(self, sync: SyncSettings) -> None:
+        """Refuse, at synth time, a combination that cannot work in AWS."""
+        if not 1 <= self.worker_min_count <= self.worker_max_count:
+            raise ValueError(
+                f"workerMinCount ({self.worker_min_count}) must be at least 1 and at most "
+                f"workerMaxCount ({self.worker_max_count})"
+            )
+        processes = self.worker_max_count * self.worker_concurrency
+        if sync.message_groups < processes:
+            raise ValueError(
+                f"syncMessageGroups (SYNC_MESSAGE_GROUPS) is {sync.message_groups}, below the "
+                f"{processes} worker processes the scaling allows (workerMaxCount "
+                f"{self.worker_max_count} x workerConcurrency {self.worker_concurrency}): a "
+                "FIFO group is worked by one process at a time, so the extra processes would "
+                "have nothing to do. Raise syncMessageGroups or lower workerMaxCount or "
+                "workerConcurrency."
+            )
 
 
 class BacksyncStack(Stack):
@@ -109,6 +160,7 @@ class BacksyncStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         options = options or DeployOptions()
         sync = sync or SyncSettings()
+        options.validate(sync)
 
         # --- DynamoDB: the source of truth, with the stream the sync reads -------------
         self.table = dynamodb.Table(
@@ -200,6 +252,7 @@ class BacksyncStack(Stack):
             environment={
                 "SYNC_QUEUE_URL": self.sync_queue.queue_url,
                 "SYNC_QUEUE_NAME": self.sync_queue.queue_name,
+                "SYNC_MESSAGE_GROUPS": str(sync.message_groups),
                 "POWERTOOLS_SERVICE_NAME": "backsync-stream-handler",
             },
         )
@@ -313,9 +366,16 @@ class BacksyncStack(Stack):
             "SYNC_QUEUE_NAME": self.sync_queue.queue_name,
             "SYNC_QUEUE_URL": self.sync_queue.queue_url,
             "SYNC_DLQ_NAME": self.sync_dlq.queue_name,
+            # The dashboard reads the DLQ depths by URL: no sqs:GetQueueUrl needed.
+            "SYNC_DLQ_URL": self.sync_dlq.queue_url,
             "OUTBOX_QUEUE_NAME": self.outbox_queue.queue_name,
             "OUTBOX_QUEUE_URL": self.outbox_queue.queue_url,
             "OUTBOX_DLQ_NAME": self.outbox_dlq.queue_name,
+            "OUTBOX_DLQ_URL": self.outbox_dlq.queue_url,
+            "SYNC_MESSAGE_GROUPS": str(sync.message_groups),
+            # The worker publishes the sync's figures for the alarms (syncer/cloudwatch.py).
+            "CLOUDWATCH_METRICS": "true",
+            "CLOUDWATCH_NAMESPACE": NAMESPACE,
             "CELERY_TASK_TIME_LIMIT": str(sync.celery_task_time_limit),
             "CELERY_RETRY_BACKOFF_MAX": str(sync.celery_retry_backoff_max),
             "SQS_VISIBILITY_TIMEOUT": str(sync.sqs_visibility_timeout),
@@ -333,6 +393,14 @@ class BacksyncStack(Stack):
             "DATABASE_SECRET": ecs.Secret.from_secrets_manager(db_secret),
             "SECRET_KEY": ecs.Secret.from_secrets_manager(secret_key),
         }
+        web_secrets = dict(secrets)
+        if options.metrics_token_secret_arn:
+            # Bearer token of /metrics, only the web app serves it.
+            web_secrets["METRICS_TOKEN"] = ecs.Secret.from_secrets_manager(
+                secretsmanager.Secret.from_secret_complete_arn(
+                    self, "MetricsToken", options.metrics_token_secret_arn
+                )
+            )
 
         # One task role per process, each with only what that process does.
         self.web_role = iam.Role(
@@ -362,6 +430,15 @@ class BacksyncStack(Stack):
                 queue.grant(role, "sqs:GetQueueAttributes")
         # Beat: only enqueues the periodic outbox sweep (CELERY_BEAT_SCHEDULE).
         self.outbox_queue.grant_send_messages(self.beat_role)
+        # The worker runs the beat's metrics task: PutMetricData has no resource-level
+        # permissions, so it is held to the sync's namespace by a condition.
+        self.worker_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+            )
+        )
         # Release: collectstatic uploads to the static bucket; nothing else in AWS.
         self.static_bucket.grant_read_write(self.release_role)
 
@@ -381,24 +458,35 @@ class BacksyncStack(Stack):
             public_load_balancer=True,
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
             min_healthy_percent=100,
+            runtime_platform=RUNTIME_PLATFORM,
             task_image_options=ecs_patterns.ApplicationLoadBalancedTaskImageOptions(
                 image=image,
                 container_name="web",
                 container_port=8000,
                 environment=environment,
-                secrets=secrets,
+                secrets=web_secrets,
                 task_role=self.web_role,
                 log_driver=log_driver_web,
             ),
             **_https_options(self, options.certificate_arn),
         )
-        # Plain HTTP health checks meet SECURE_SSL_REDIRECT, hence a redirect is healthy.
+        # Liveness only (the process answers, with the task IP as Host, over plain HTTP:
+        # /healthz is exempt from the HTTPS redirect). The full /healthz also checks MySQL,
+        # DynamoDB and SQS, but an outage of one of them is the same for every task: taking
+        # them all out of service would stop the parts that still work (a DynamoDB outage
+        # would take the legacy API down with it) and make ECS replace healthy tasks in a
+        # loop. Dependency outages are the alarms' job.
         self.web.target_group.configure_health_check(
-            path="/admin/login/", healthy_http_codes="200,301,302"
+            path=HEALTH_CHECK_PATH, healthy_http_codes="200"
         )
 
         worker_task = ecs.FargateTaskDefinition(
-            self, "WorkerTask", cpu=512, memory_limit_mib=1024, task_role=self.worker_role
+            self,
+            "WorkerTask",
+            cpu=512,
+            memory_limit_mib=1024,
+            task_role=self.worker_role,
+            runtime_platform=RUNTIME_PLATFORM,
         )
         worker_task.add_container(
             "worker",
@@ -428,7 +516,9 @@ class BacksyncStack(Stack):
             "Worker",
             cluster=self.cluster,
             task_definition=worker_task,
-            desired_count=options.worker_desired_count,
+            # Set at creation; afterwards the scaling below owns it (CloudFormation only
+            # sends a property that changed in the template).
+            desired_count=options.worker_min_count,
             security_groups=[self.app_security_group],
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
@@ -436,8 +526,15 @@ class BacksyncStack(Stack):
         )
 
         # Celery beat: exactly one, so a deploy stops the old one before starting the new.
+        self._worker_scaling(options)
+
         beat_task = ecs.FargateTaskDefinition(
-            self, "BeatTask", cpu=256, memory_limit_mib=512, task_role=self.beat_role
+            self,
+            "BeatTask",
+            cpu=256,
+            memory_limit_mib=512,
+            task_role=self.beat_role,
+            runtime_platform=RUNTIME_PLATFORM,
         )
         beat_task.add_container(
             "beat",
@@ -473,7 +570,12 @@ class BacksyncStack(Stack):
 
         # Run once per deploy, before the services move to new code (deploy/README.md).
         self.release_task = ecs.FargateTaskDefinition(
-            self, "ReleaseTask", cpu=512, memory_limit_mib=1024, task_role=self.release_role
+            self,
+            "ReleaseTask",
+            cpu=512,
+            memory_limit_mib=1024,
+            task_role=self.release_role,
+            runtime_platform=RUNTIME_PLATFORM,
         )
         self.release_task.add_container(
             "release",
@@ -490,9 +592,49 @@ class BacksyncStack(Stack):
             ),
         )
 
+        # One-off operator commands (README: adoption, backfill, reconcile): the worker's
+        # image and role (table reads and writes, both queues), its own log prefix.
+        self.ops_task = ecs.FargateTaskDefinition(
+            self,
+            "OpsTask",
+            cpu=512,
+            memory_limit_mib=1024,
+            task_role=self.worker_role,
+            runtime_platform=RUNTIME_PLATFORM,
+        )
+        self.ops_task.add_container(
+            "ops",
+            image=image,
+            command=list(OPS_DEFAULT_COMMAND),
+            environment=environment,
+            secrets=secrets,
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="ops", log_retention=logs.RetentionDays.ONE_MONTH
+            ),
+        )
+
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            monitored=Monitored(
+                stream_handler=self.stream_handler,
+                sync_queue=self.sync_queue,
+                sync_dlq=self.sync_dlq,
+                outbox_queue=self.outbox_queue,
+                outbox_dlq=self.outbox_dlq,
+                stream_failures=self.stream_failures,
+                database=self.database,
+                db_max_capacity=options.db_max_capacity,
+            ),
+            alarm_email=options.alarm_email,
+        )
+
         for name, value in {
             "ClusterName": self.cluster.cluster_name,
             "ReleaseTaskDefinitionArn": self.release_task.task_definition_arn,
+            "OpsTaskDefinitionArn": self.ops_task.task_definition_arn,
+            "AlarmTopicArn": self.monitoring.topic.topic_arn,
+            "DashboardName": self.monitoring.dashboard.dashboard_name,
             "AppSecurityGroupId": self.app_security_group.security_group_id,
             "AppSubnetIds": ",".join(
                 s.subnet_id
@@ -504,15 +646,58 @@ class BacksyncStack(Stack):
             "TableName": self.table.table_name,
             "SyncQueueUrl": self.sync_queue.queue_url,
             "StreamFailuresQueueUrl": self.stream_failures.queue_url,
+            "SyncDlqUrl": self.sync_dlq.queue_url,
+            "OutboxDlqUrl": self.outbox_dlq.queue_url,
             "DatabaseSecretArn": db_secret.secret_arn,
         }.items():
             CfnOutput(self, name, value=value)
 
+    def _worker_scaling(self, options: DeployOptions) -> None:
+        """Worker tasks follow the change queue's backlog (visible messages)."""
+        scaling = self.worker.auto_scale_task_count(
+            min_capacity=options.worker_min_count, max_capacity=options.worker_max_count
+        )
+        scaling.scale_on_metric(
+            "ScaleOnChangeBacklog",
+            metric=self.sync_queue.metric_approximate_number_of_messages_visible(
+                statistic="Maximum", period=Duration.minutes(1)
+            ),
+            # A message holds up to 25 changes (100-record batch over 4 groups); a worker
+            # applies about 1,000 changes/s against Aurora, so 50 waiting messages is a
+            # backlog that lasts, and an empty queue lets one task go.
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=0, change=-1),
+                appscaling.ScalingInterval(lower=WORKER_SCALE_OUT_MESSAGES, change=+1),
+                appscaling.ScalingInterval(lower=WORKER_SCALE_OUT_MESSAGES * 10, change=+2),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.minutes(2),
+        )
+
     def _image(self, uri: str | None, repo_root: Path, asset_id: str) -> ecs.ContainerImage:
-        if uri:
+        if not uri:
+            # Built from the repository's Dockerfile by `cdk deploy` (needs Docker there)
+            # for x86; the asset repository grants the pull to each execution role.
+            return ecs.ContainerImage.from_asset(str(repo_root), platform=PLATFORM)
+        match = ECR_IMAGE_URI.match(uri)
+        if match is None:
+            # Not ECR (a public registry): nothing to grant, ECS pulls it anonymously.
             return ecs.ContainerImage.from_registry(uri)
-        # Built from the repository's Dockerfile by `cdk deploy` (needs Docker there).
-        return ecs.ContainerImage.from_asset(str(repo_root))
+        if not (match["tag"] or match["digest"]):
+            raise ValueError(f"image {uri!r}: name a tag or a digest (release by git sha)")
+        partition = "aws-cn" if match["cn"] else "aws"
+        repository = ecr.Repository.from_repository_attributes(
+            self,
+            f"{asset_id}Repository",
+            repository_arn=(
+                f"arn:{partition}:ecr:{match['region']}:{match['account']}:"
+                f"repository/{match['repository']}"
+            ),
+            repository_name=match["repository"],
+        )
+        # Unlike from_registry, this grants each execution role the pull
+        # (ecr:BatchGetImage, GetDownloadUrlForLayer, GetAuthorizationToken).
+        return ecs.ContainerImage.from_ecr_repository(repository, match["tag"] or match["digest"])
 
 
 def _django_secret_key(scope: Construct) -> secretsmanager.Secret:

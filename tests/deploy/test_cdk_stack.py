@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +19,11 @@ pytestmark = pytest.mark.deploy
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 # Actions that have no resource-level permissions, so "*" is the only possible resource.
-STAR_RESOURCE_ALLOWED = {"dynamodb:ListStreams", "ecr:GetAuthorizationToken"}
+STAR_RESOURCE_ALLOWED = {
+    "dynamodb:ListStreams",
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",  # held to the sync's namespace by a condition (test below)
+}
 TABLE_WRITES = {
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -31,28 +37,68 @@ STREAM_READS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetS
 CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """One synthesis for the whole module (about 10 s)."""
+# A CI build as the README's release flow passes it, and a second repository by digest for
+# the release task; the other context keys away from their defaults.
+CI_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/backsync:3f2a9c1"
+CI_RELEASE_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/backsync-next@sha256:" + "ab" * 32
+METRICS_TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:backsync/metrics-AbCdEf"
+CI_CONTEXT = {
+    "lambdaDeps": "none",
+    "imageUri": CI_IMAGE,
+    "releaseImageUri": CI_RELEASE_IMAGE,
+    "alarmEmail": "oncall@example.com",
+    "metricsTokenSecretArn": METRICS_TOKEN_ARN,
+    "workerMinCount": "2",
+    "workerMaxCount": "4",
+    "syncMessageGroups": "8",
+    "dbMaxCapacity": "16",
+}
+
+
+def _deploy_module():
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     sys.path.insert(0, str(DEPLOY_DIR))
     try:
-        from backsync_stack import make_app
-        from backsync_stack.app import LAMBDA_BUILD_DIR
+        import backsync_stack
+        from backsync_stack import app as app_module
     finally:
         sys.path.remove(str(DEPLOY_DIR))
+    return backsync_stack, app_module
+
+
+def _synthesise(tmp_path_factory, context: dict) -> dict:
+    backsync_stack, app_module = _deploy_module()
     outdir = tmp_path_factory.mktemp("cdk.out")
-    # No imageUri: the image is the repository's Dockerfile as an asset, which proves that
-    # synthesis stages it without Docker. lambdaDeps=none keeps synthesis offline.
-    app, stack = make_app({"lambdaDeps": "none"}, outdir=str(outdir))
+    app, stack = backsync_stack.make_app(context, outdir=str(outdir))
     app.synth()
     return {
         "template": Template.from_stack(stack),
         "stack": stack,
         "outdir": outdir,
-        "lambda_dir": LAMBDA_BUILD_DIR,
+        "lambda_dir": app_module.LAMBDA_BUILD_DIR,
+        "context": context,
     }
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """One synthesis for the whole module (about 10 s)."""
+    # No imageUri: the image is the repository's Dockerfile as an asset, which proves that
+    # synthesis stages it without Docker. lambdaDeps=none keeps synthesis offline.
+    return _synthesise(tmp_path_factory, {"lambdaDeps": "none"})
+
+
+@pytest.fixture(scope="module")
+def synth_ci(tmp_path_factory):
+    """The stack as a CI release deploys it (imageUri), with the other options set."""
+    return _synthesise(tmp_path_factory, CI_CONTEXT)
+
+
+@pytest.fixture(scope="module", params=["asset", "ci"])
+def either(request):
+    """Each synthesis in turn: checks that must hold with and without imageUri."""
+    return request.getfixturevalue("synth" if request.param == "asset" else "synth_ci")
 
 
 @pytest.fixture(scope="module")
@@ -345,16 +391,16 @@ def _container(template: Template, name: str) -> dict:
 
 
 def test_web_and_worker_run_from_one_image_with_production_settings(template, synth):
-    names = ("web", "worker", "beat", "release")
-    web, worker, beat, release = (_container(template, n) for n in names)
-    assert web["Image"] == worker["Image"] == beat["Image"] == release["Image"]
+    names = ("web", "worker", "beat", "release", "ops")
+    web, worker, beat, release, ops = (_container(template, n) for n in names)
+    assert web["Image"] == worker["Image"] == beat["Image"] == release["Image"] == ops["Image"]
     assert web["PortMappings"][0]["ContainerPort"] == 8000
     assert "Command" not in web  # the Dockerfile's CMD: gunicorn
     assert worker["Command"][:4] == ["celery", "-A", "config", "worker"]
     assert "backsync-changes.fifo,backsync-outbox" in worker["Command"]
     assert beat["Command"][:4] == ["celery", "-A", "config", "beat"]
     assert "manage.py migrate --noinput" in release["Command"][-1]
-    for c in (web, worker, beat, release):
+    for c in (web, worker, beat, release, ops):
         env = {e["Name"]: e["Value"] for e in c["Environment"]}
         assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
         assert {"AWS_STORAGE_BUCKET_NAME", "SYNC_QUEUE_URL", "OUTBOX_QUEUE_URL"} <= env.keys()
@@ -366,3 +412,393 @@ def test_web_and_worker_run_from_one_image_with_production_settings(template, sy
     staged = [p for p in Path(synth["outdir"]).glob("asset.*") if (p / "Dockerfile").is_file()]
     assert len(staged) == 1
     assert not (staged[0] / ".venv").exists() and (staged[0] / "manage.py").is_file()
+
+
+# --- images: pullable by every task, with and without imageUri (issue 15) -----------------
+PSEUDO = {
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::Partition": "aws",
+    "AWS::Region": "REGION",
+    "AWS::AccountId": "ACCOUNT",
+}
+
+
+def _resolve(value) -> str:
+    """A CloudFormation string expression with the pseudo parameters filled in."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in PSEUDO:
+        return PSEUDO[value["Ref"]]
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_resolve(p) for p in parts)
+    if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{([^}]+)\}", lambda m: PSEUDO[m.group(1)], value["Fn::Sub"])
+    return json.dumps(value)  # something else (a resource reference): matches nothing
+
+
+ECR_IMAGE = re.compile(
+    r"^(?P<account>[^.]+)\.dkr\.ecr\.(?P<region>[^.]+)\.amazonaws\.com/(?P<repo>[^:@]+)[:@]"
+)
+
+
+def _task_definitions(template: Template) -> dict[str, dict]:
+    return _resources(template, "AWS::ECS::TaskDefinition")
+
+
+def test_every_task_definition_can_pull_its_image(either):
+    template = either["template"]
+    tasks = _task_definitions(template)
+    assert len(tasks) == 5  # web, worker, beat, release, ops
+    for lid, task in tasks.items():
+        (container,) = task["Properties"]["ContainerDefinitions"]
+        image = _resolve(container["Image"])
+        match = ECR_IMAGE.match(image)
+        assert match, (lid, image)
+        repository_arn = (
+            f"arn:aws:ecr:{match['region']}:{match['account']}:repository/{match['repo']}"
+        )
+        role = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        grants = _role_grants(template, role)
+        assert any(
+            {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"} <= actions
+            and repository_arn in {_resolve(r) for r in resources}
+            for actions, resources in grants
+        ), (lid, image, grants)
+        assert any(
+            "ecr:GetAuthorizationToken" in actions and resources == ["*"]
+            for actions, resources in grants
+        ), lid
+
+
+def test_ci_images_are_the_ones_given(synth_ci):
+    template = synth_ci["template"]
+    images = {
+        _container(template, n)["Name"]: _container(template, n)["Image"]
+        for n in ("web", "worker", "beat", "release", "ops")
+    }
+    resolved = {name: _resolve(image) for name, image in images.items()}
+    for name in ("web", "worker", "beat", "ops"):
+        assert resolved[name] == CI_IMAGE, name
+    assert resolved["release"] == CI_RELEASE_IMAGE
+
+
+def test_a_ci_image_without_tag_is_refused(tmp_path):
+    backsync_stack, _ = _deploy_module()
+    with pytest.raises(ValueError, match="name a tag or a digest"):
+        backsync_stack.make_app(
+            {"lambdaDeps": "none", "imageUri": CI_IMAGE.rsplit(":", 1)[0]}, outdir=str(tmp_path)
+        )
+
+
+def test_image_is_built_for_linux_amd64_and_tasks_run_on_x86(synth, synth_ci):
+    manifests = list(Path(synth["outdir"]).glob("*.assets.json"))
+    assert manifests
+    docker_images = [
+        image
+        for manifest in manifests
+        for image in json.loads(manifest.read_text()).get("dockerImages", {}).values()
+    ]
+    assert len(docker_images) == 1
+    assert docker_images[0]["source"]["platform"] == "linux/amd64"
+    for built in (synth, synth_ci):
+        for lid, task in _task_definitions(built["template"]).items():
+            assert task["Properties"]["RuntimePlatform"] == {
+                "CpuArchitecture": "X86_64",
+                "OperatingSystemFamily": "LINUX",
+            }, lid
+
+
+def test_cdk_lower_bound_is_the_version_the_stack_needs():
+    backsync_stack, _ = _deploy_module()
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    bound = re.search(r'"aws-cdk-lib>=([0-9.]+),', text).group(1)
+    assert bound == backsync_stack.CDK_MIN_VERSION
+
+
+def test_an_older_cdk_is_refused_before_synth(monkeypatch):
+    _, app_module = _deploy_module()
+    monkeypatch.setattr(app_module, "version", lambda name: "2.150.0")
+    with pytest.raises(RuntimeError, match=r"aws-cdk-lib 2\.150\.0 is older than 2\.191\.0"):
+        app_module.make_app({"lambdaDeps": "none"})
+
+
+# --- the ops task: one-off manage.py commands (adoption, backfill, reconcile) ---------------
+def test_ops_task_runs_the_worker_image_with_the_worker_role(either):
+    template = either["template"]
+    tasks = _task_definitions(template)
+    by_container = {
+        t["Properties"]["ContainerDefinitions"][0]["Name"]: (lid, t) for lid, t in tasks.items()
+    }
+    ops_id, ops = by_container["ops"]
+    _, worker = by_container["worker"]
+    ops_c, worker_c = _container(template, "ops"), _container(template, "worker")
+    assert ops_c["Image"] == worker_c["Image"]
+    assert ops["Properties"]["TaskRoleArn"] == worker["Properties"]["TaskRoleArn"]
+    assert ops["Properties"]["TaskRoleArn"] == _getatt(_role_of(template, "WorkerTaskRole"))
+    assert ops_c["Command"] == ["python", "manage.py", "reconcile"]
+    assert ops_c["LogConfiguration"]["Options"]["awslogs-stream-prefix"] == "ops"
+    assert {s["Name"] for s in ops_c["Secrets"]} == {"SECRET_KEY", "DATABASE_SECRET"}
+    outputs = template.to_json()["Outputs"]
+    assert outputs["OpsTaskDefinitionArn"]["Value"] == {"Ref": ops_id}
+
+
+# --- environment: DLQ URLs, message groups, metrics ---------------------------------------
+def _env(container: dict) -> dict:
+    return {e["Name"]: e["Value"] for e in container["Environment"]}
+
+
+def test_dlq_urls_and_message_groups_are_in_every_environment(either):
+    template = either["template"]
+    sync_dlq = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-changes-dlq.fifo")
+    outbox_dlq = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-outbox-dlq")
+    groups = either["context"].get("syncMessageGroups", "4")
+    for name in ("web", "worker", "beat", "release", "ops"):
+        env = _env(_container(template, name))
+        assert env["SYNC_DLQ_URL"] == {"Ref": sync_dlq}, name
+        assert env["OUTBOX_DLQ_URL"] == {"Ref": outbox_dlq}, name
+        assert env["SYNC_MESSAGE_GROUPS"] == groups, name
+        assert env["CLOUDWATCH_METRICS"] == "true", name
+    handler = next(iter(_resources(template, "AWS::Lambda::Function").values()))
+    assert handler["Properties"]["Environment"]["Variables"]["SYNC_MESSAGE_GROUPS"] == groups
+
+
+def test_metrics_token_secret_reaches_the_web_task_only(synth, synth_ci):
+    web = _container(synth_ci["template"], "web")
+    token = [s for s in web["Secrets"] if s["Name"] == "METRICS_TOKEN"]
+    assert token == [{"Name": "METRICS_TOKEN", "ValueFrom": METRICS_TOKEN_ARN}]
+    assert "METRICS_TOKEN" not in {
+        s["Name"] for s in _container(synth_ci["template"], "worker")["Secrets"]
+    }
+    assert "METRICS_TOKEN" not in {
+        s["Name"] for s in _container(synth["template"], "web")["Secrets"]
+    }
+
+
+# --- load balancer health check ------------------------------------------------------------
+def test_load_balancer_checks_liveness_on_healthz(either):
+    either["template"].has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {
+            "HealthCheckPath": "/healthz?scope=live",
+            "Matcher": {"HttpCode": "200"},
+        },
+    )
+
+
+# --- alarms, their topic, the dashboard ----------------------------------------------------
+def _alarms(template: Template) -> dict[str, dict]:
+    return {
+        lid: res["Properties"]
+        for lid, res in _resources(template, "AWS::CloudWatch::Alarm").items()
+        if lid.startswith("MonitoringStack") or lid.startswith("Monitoring")
+    }
+
+
+def _alarm_on(template: Template, namespace: str, metric: str, **dimensions) -> dict:
+    """The one alarm (not a scaling alarm) on this metric and these dimensions."""
+    found = []
+    for props in _alarms(template).values():
+        dims = {d["Name"]: d["Value"] for d in props.get("Dimensions", [])}
+        if (props.get("Namespace"), props.get("MetricName")) == (namespace, metric) and all(
+            dims.get(k) == v for k, v in dimensions.items()
+        ):
+            found.append(props)
+    assert len(found) == 1, (namespace, metric, dimensions, found)
+    return found[0]
+
+
+def _topic(template: Template) -> str:
+    return _logical_id(template, "AWS::SNS::Topic", DisplayName="backsync alarms")
+
+
+def _queue_name_dim(template: Template, name: str) -> dict:
+    return _getatt(_logical_id(template, "AWS::SQS::Queue", QueueName=name), "QueueName")
+
+
+def test_alarms_exist_with_metric_threshold_and_notification(either):
+    from syncer import cloudwatch
+
+    template = either["template"]
+    handler = {"Ref": next(iter(_resources(template, "AWS::Lambda::Function")))}
+    cluster = {"Ref": next(iter(_resources(template, "AWS::RDS::DBCluster")))}
+    max_acu = float(either["context"].get("dbMaxCapacity", 4))
+    # (namespace, metric, dimensions, threshold, statistic)
+    expected = [
+        ("AWS/Lambda", "IteratorAge", {"FunctionName": handler}, 120_000, "Maximum"),
+        ("AWS/Lambda", "Errors", {"FunctionName": handler}, 1, "Sum"),
+        *(
+            (
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                {"QueueName": _queue_name_dim(template, name)},
+                1,
+                "Maximum",
+            )
+            for name in (
+                "backsync-stream-failures",
+                "backsync-changes-dlq.fifo",
+                "backsync-outbox-dlq",
+            )
+        ),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            {"QueueName": _queue_name_dim(template, "backsync-changes.fifo")},
+            600,
+            "Maximum",
+        ),
+        ("Backsync", cloudwatch.OUTBOX_BACKLOG, {}, 100, "Maximum"),
+        ("Backsync", cloudwatch.OUTBOX_FAILED, {}, 1, "Maximum"),
+        ("Backsync", cloudwatch.FAILED_CHANGES_OPEN, {}, 1, "Maximum"),
+        (
+            "AWS/RDS",
+            "ServerlessDatabaseCapacity",
+            {"DBClusterIdentifier": cluster},
+            max_acu,
+            "Maximum",
+        ),
+    ]
+    topic = {"Ref": _topic(template)}
+    for namespace, metric, dims, threshold, statistic in expected:
+        alarm = _alarm_on(template, namespace, metric, **dims)
+        assert alarm["Threshold"] == threshold, metric
+        assert alarm["Statistic"] == statistic, metric
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", metric
+        assert alarm["AlarmActions"] == [topic], metric
+        assert alarm["OKActions"] == [topic], metric
+    assert len(_alarms(template)) == len(expected)
+    # A silent publisher (no beat, no worker: no outbox sweep either) is itself an alarm.
+    backlog = _alarm_on(template, "Backsync", cloudwatch.OUTBOX_BACKLOG)
+    assert backlog["TreatMissingData"] == "breaching"
+
+
+def test_custom_metrics_are_the_ones_the_worker_publishes(template):
+    from config.settings import base
+    from syncer import cloudwatch
+
+    custom = {
+        props["MetricName"]
+        for props in _alarms(template).values()
+        if props.get("Namespace") == "Backsync"
+    }
+    assert custom and custom <= cloudwatch.METRIC_NAMES
+    body = json.dumps(
+        next(iter(_resources(template, "AWS::CloudWatch::Dashboard").values()))["Properties"]
+    )
+    dashboard_names = set(re.findall(r'\\"Backsync\\",\\"(\w+)\\"', body))
+    assert dashboard_names and dashboard_names <= cloudwatch.METRIC_NAMES
+    worker = _env(_container(template, "worker"))
+    assert worker["CLOUDWATCH_NAMESPACE"] == "Backsync" != base.CLOUDWATCH_NAMESPACE + "x"
+    assert base.CLOUDWATCH_NAMESPACE == "Backsync"  # the app's default is the stack's
+    # The worker may publish there, and only there.
+    grants = [
+        st
+        for _, roles, st in _statements(template)
+        if {"Ref": _role_of(template, "WorkerTaskRole")} in roles
+        and "cloudwatch:PutMetricData" in _as_list(st["Action"])
+    ]
+    assert grants == [
+        {
+            "Action": "cloudwatch:PutMetricData",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": "Backsync"}},
+            "Effect": "Allow",
+            "Resource": "*",
+        }
+    ]
+
+
+def test_topic_output_and_optional_email_subscription(synth, synth_ci):
+    for built, subscriptions in ((synth, 0), (synth_ci, 1)):
+        template = built["template"]
+        topic = _topic(template)
+        assert template.to_json()["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": topic}
+        template.resource_count_is("AWS::SNS::Subscription", subscriptions)
+    synth_ci["template"].has_resource_properties(
+        "AWS::SNS::Subscription",
+        {"Protocol": "email", "Endpoint": "oncall@example.com", "TopicArn": {"Ref": topic}},
+    )
+
+
+def test_dashboard_shows_lag_throughput_failures_and_queue_depths(template):
+    dashboards = _resources(template, "AWS::CloudWatch::Dashboard")
+    assert len(dashboards) == 1
+    body = json.dumps(next(iter(dashboards.values()))["Properties"]["DashboardBody"])
+    for title in ("Lag", "Throughput", "Failures", "Queue depths", "Alarms"):
+        assert f'\\"title\\":\\"{title}\\"' in body, title
+    for metric in (
+        "IteratorAge",
+        "SyncLagP99",
+        "ChangesApplied",
+        "Errors",
+        "FailedChangesOpen",
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+    ):
+        assert metric in body, metric
+
+
+# --- worker autoscaling ------------------------------------------------------------------------
+def test_worker_scales_on_the_change_queue_between_context_bounds(either):
+    template = either["template"]
+    low = int(either["context"].get("workerMinCount", 1))
+    high = int(either["context"].get("workerMaxCount", 2))
+    worker_service = _logical_id(
+        template,
+        "AWS::ECS::Service",
+        TaskDefinition={
+            "Ref": next(lid for lid in _task_definitions(template) if lid.startswith("WorkerTask"))
+        },
+    )
+    targets = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    (target_id, target) = next(iter(targets.items()))
+    assert len(targets) == 1
+    props = target["Properties"]
+    assert (props["MinCapacity"], props["MaxCapacity"]) == (low, high)
+    assert props["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert worker_service in json.dumps(props["ResourceId"])
+    policies = _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert {p["Properties"]["PolicyType"] for p in policies.values()} == {"StepScaling"}
+    assert all(p["Properties"]["ScalingTargetId"] == {"Ref": target_id} for p in policies.values())
+    steps = sorted(
+        (
+            a["ScalingAdjustment"],
+            a.get("MetricIntervalLowerBound"),
+            a.get("MetricIntervalUpperBound"),
+        )
+        for p in policies.values()
+        for a in p["Properties"]["StepScalingPolicyConfiguration"]["StepAdjustments"]
+    )
+    assert [s[0] for s in steps] == [-1, 1, 2]
+    # The scaling alarms watch the change queue's visible messages.
+    scaling_alarms = [
+        props
+        for lid, res in _resources(template, "AWS::CloudWatch::Alarm").items()
+        if (props := res["Properties"]).get("AlarmActions")
+        and any("ScaleOnChangeBacklog" in json.dumps(a) for a in props["AlarmActions"])
+    ]
+    assert len(scaling_alarms) == 2
+    sync_queue = _queue_name_dim(template, "backsync-changes.fifo")
+    for alarm in scaling_alarms:
+        assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": sync_queue}]
+    service = _resources(template, "AWS::ECS::Service")[worker_service]["Properties"]
+    assert service["DesiredCount"] == low
+
+
+def test_message_groups_below_the_worker_processes_fail_synth(tmp_path):
+    backsync_stack, _ = _deploy_module()
+    # 3 tasks x 2 processes = 6 processes for 4 groups: two would idle.
+    with pytest.raises(
+        ValueError, match=r"syncMessageGroups \(SYNC_MESSAGE_GROUPS\) is 4.*6 worker"
+    ):
+        backsync_stack.make_app({"lambdaDeps": "none", "workerMaxCount": "3"}, outdir=str(tmp_path))
+    with pytest.raises(ValueError, match="workerMinCount"):
+        backsync_stack.make_app(
+            {"lambdaDeps": "none", "workerMinCount": "3", "workerMaxCount": "2"},
+            outdir=str(tmp_path),
+        )
+    with pytest.raises(ValueError, match="workerDesiredCount is gone"):
+        backsync_stack.make_app(
+            {"lambdaDeps": "none", "workerDesiredCount": "2"}, outdir=str(tmp_path)
+        )
