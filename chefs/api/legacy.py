@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from chefs import selectors, services
 from chefs.api.fields import NameField
 from chefs.api.pagination import LinkHeaderPagination
+from chefs.api.permissions import ChefPermissions
 from chefs.models import Chef
 
 
@@ -49,6 +50,8 @@ def _get_or_404(chef_pk: int) -> Chef:
 class LegacyStatusView(APIView):
     """Database status. The legacy endpoint created the schema; migrations do that now."""
 
+    permission_classes = [ChefPermissions]
+
     @extend_schema(
         operation_id="legacy_status",
         responses=inline_serializer(
@@ -79,6 +82,7 @@ class LegacyStatusView(APIView):
 
 
 class LegacyChefListView(APIView):
+    permission_classes = [ChefPermissions]
     pagination_class = LinkHeaderPagination
 
     @extend_schema(
@@ -108,6 +112,8 @@ class LegacyChefListView(APIView):
 
 
 class LegacyChefDetailView(APIView):
+    permission_classes = [ChefPermissions]
+
     @extend_schema(
         operation_id="legacy_chefs_retrieve", responses={200: LegacyChefOutput, 404: None}
     )
