@@ -1,4 +1,5 @@
-"""Operator views: the sync dashboard (admin, staff only), /healthz and /metrics.
+"""Operator views: the sync dashboard (admin, staff only), /healthz and /metrics (details
+and metrics only with the metrics token or a staff session: syncer.access).
 
 Thin: the figures come from `syncer.dashboard`, health from `syncer.health`, metrics from
 `syncer.metrics`. The chart is inline SVG drawn here, so the page needs no JavaScript.
@@ -16,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from syncer import dashboard, health, metrics
+from syncer.access import ops_access_allowed
 from syncer.models import Conflict, FailedChange
 
 # --- chart --------------------------------------------------------------------------------
@@ -152,12 +154,23 @@ def sync_dashboard(request: HttpRequest) -> TemplateResponse:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Public: only ok or unavailable. Which part failed, and timings, are for staff or the
+    metrics token (they tell an outsider how the service is built)."""
+    # Decided before the checks: a failed database check closes the connection.
+    details = ops_access_allowed(request=request)
     report = health.health_check()
-    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
+    status = 200 if report.ok else 503
+    if details:
+        return JsonResponse(report.as_dict(), status=status)
+    return JsonResponse({"status": report.as_dict()["status"]}, status=status)
 
 
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not ops_access_allowed(request=request):
+        response = HttpResponse("Metrics need the bearer token.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     body, content_type = metrics.metrics_render()
     return HttpResponse(body, content_type=content_type)

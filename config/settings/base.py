@@ -205,6 +205,11 @@ CELERY_BEAT_SCHEDULE = {
     "changelog-prune": {"task": "syncer.changelog_prune", "schedule": 3600.0},
 }
 
+# --- Operations endpoints -------------------------------------------------------------
+# Bearer token for /metrics and /healthz details (staff sessions also get them). Empty:
+# staff only. The stack generates it in Secrets Manager.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")
 # One JSON object per line (config.logging.JsonFormatter; sync lines carry key, sequence

@@ -25,3 +25,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
     **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
     "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
 }
+
+# /metrics and /healthz details (syncer.access); tests send it as a bearer token.
+METRICS_TOKEN = env("METRICS_TOKEN", default="test-metrics-token")

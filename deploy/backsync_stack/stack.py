@@ -327,6 +327,14 @@ class BacksyncStack(Stack):
             "DJANGO_HTTPS": "true" if options.certificate_arn else "false",
         }
         secret_key = _django_secret_key(self)
+        self.metrics_token = secretsmanager.Secret(
+            self,
+            "MetricsToken",
+            description="backsync bearer token for /metrics",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=48, exclude_punctuation=True
+            ),
+        )
         secrets = {
             # The whole generated secret (JSON: host, port, username, password, dbname);
             # production settings build the database settings from it.
@@ -386,7 +394,12 @@ class BacksyncStack(Stack):
                 container_name="web",
                 container_port=8000,
                 environment=environment,
-                secrets=secrets,
+                # /metrics (and /healthz details) need this bearer token: the load balancer
+                # is public. Only web serves them; the scraper reads the same secret.
+                secrets={
+                    **secrets,
+                    "METRICS_TOKEN": ecs.Secret.from_secrets_manager(self.metrics_token),
+                },
                 task_role=self.web_role,
                 log_driver=log_driver_web,
             ),
@@ -505,6 +518,7 @@ class BacksyncStack(Stack):
             "SyncQueueUrl": self.sync_queue.queue_url,
             "StreamFailuresQueueUrl": self.stream_failures.queue_url,
             "DatabaseSecretArn": db_secret.secret_arn,
+            "MetricsTokenSecretArn": self.metrics_token.secret_arn,
         }.items():
             CfnOutput(self, name, value=value)
 
