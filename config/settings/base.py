@@ -73,6 +73,17 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Throttle and login-lockout counters. The default local-memory cache counts per process
+# (gunicorn runs 3 per web task); a shared cache (CACHE_URL, e.g. redis:// or
+# dbcache://TABLE after `manage.py createcachetable`) makes the limits cluster-wide.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# Password login (admin): locked per user name after this many failures in a row, until
+# LOGIN_LOCKOUT_SECONDS have passed since the last one (config/login_lockout.py).
+AUTHENTICATION_BACKENDS = ["config.login_lockout.LockoutModelBackend"]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -100,6 +111,15 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "chefs.api.pagination.LinkHeaderPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+    # 429 with Retry-After past these (DRF rate syntax: N/second|minute|hour|day).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "config.throttling.AnonThrottle",
+        "config.throttling.UserThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", default="60/minute"),
+        "user": env("API_THROTTLE_USER", default="1200/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "backsync API",
