@@ -131,6 +131,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # 401 / 403 / 429 on every operation (authentication, roles, throttles).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_common_responses",
+    ],
 }
 
 # --- AWS (DynamoDB, Streams, SQS, S3) ---------------------------------------------------
