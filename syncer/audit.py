@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import socket
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,13 +34,13 @@ class AuditResult:
         return AuditEntry.Outcome.PARTIAL if self.failed < self.count else AuditEntry.Outcome.FAILED
 
 
-def command_actor() -> str:
-    """Who runs a command: there is no Django user, so the OS user, host and command line."""
+def command_actor(*, command: str) -> str:
+    """Who runs a command: there is no Django user, so the OS user and host."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for the uid (some containers)
         user = "?"
-    return f"{user}@{socket.gethostname()}: {' '.join(sys.argv[1:])}"[:255]
+    return f"{user}@{socket.gethostname()} (manage.py {command})"[:255]
 
 
 def _ids_text(object_ids: Iterable) -> str:
