@@ -247,10 +247,12 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "config.logging.JsonFormatter"},
     },
+    "filters": {"redact": {"()": "config.logging.RedactCredentialsFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_JSON else "plain",
+            "filters": ["redact"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
