@@ -40,6 +40,7 @@ ROLES: dict[str, list[str]] = {
         "syncer.discard_failedchange",
         "syncer.review_conflict",
         "syncer.retry_outboxentry",
+        "syncer.repair_reconcilerun",
     ],
 }
 

@@ -258,6 +258,10 @@ class ReconcileRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        # The admin's reconcile page (/admin/sync/reconcile/) starts repairing runs.
+        permissions = [("repair_reconcilerun", "Can run reconcile repairs from the admin")]
+
     def __str__(self) -> str:
         return f"reconcile run {self.pk}"
 

@@ -7,8 +7,10 @@ Thin: the figures come from `syncer.dashboard`, health from `syncer.health`, met
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -16,9 +18,11 @@ from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from syncer import dashboard, health, metrics
+from syncer import dashboard, health, metrics, services
 from syncer.access import ops_access_allowed
-from syncer.models import Conflict, FailedChange
+from syncer.models import AuditEntry, Conflict, FailedChange
+from syncer.reconcile import REPAIR_DIRECTIONS
+from syncer.registry import registry
 
 # --- chart --------------------------------------------------------------------------------
 
@@ -146,6 +150,59 @@ def sync_dashboard(request: HttpRequest) -> TemplateResponse:
         "window_minutes": int(dashboard.WINDOW.total_seconds() // 60),
     }
     return TemplateResponse(request, "syncer/dashboard.html", context)
+
+
+# --- reconcile repair from the admin --------------------------------------------------------
+
+REPAIR_PERMISSION = "syncer.repair_reconcilerun"
+
+
+DIRECTION_LABELS = {
+    "to-mysql": "to MySQL: DynamoDB wins (rows re-synced from DynamoDB)",
+    "to-dynamo": "to DynamoDB: MySQL wins (rows published through the outbox)",
+}
+
+
+class ReconcileRepairForm(forms.Form):
+    mappings = forms.MultipleChoiceField(
+        choices=(), widget=forms.CheckboxSelectMultiple, help_text="Tables to compare."
+    )
+    direction = forms.ChoiceField(
+        choices=[(d, DIRECTION_LABELS[d]) for d in REPAIR_DIRECTIONS], widget=forms.RadioSelect
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read per form: mappings are registered at start-up (and by tests).
+        self.fields["mappings"].choices = [(n, n) for n in sorted(m.name for m in registry.all())]
+
+
+@never_cache
+def reconcile_repair(request: HttpRequest) -> TemplateResponse | HttpResponseRedirect:
+    """Wrapped by `admin.site.admin_view`: staff only; the repair needs its own permission.
+    The run is queued for the worker (a whole-table scan does not fit in a request)."""
+    if not request.user.has_perm(REPAIR_PERMISSION):
+        raise PermissionDenied
+    form = ReconcileRepairForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.reconcile_repair_request(
+            user=request.user,
+            mapping_names=form.cleaned_data["mappings"],
+            direction=form.cleaned_data["direction"],
+        )
+        messages.success(
+            request,
+            "Reconcile repair queued; its outcome appears in the audit trail when it ends.",
+        )
+        return HttpResponseRedirect(request.path)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Reconcile repair",
+        "form": form,
+        "recent": AuditEntry.objects.filter(action__startswith="repair ")[:10],
+        "audit_url": _changelist(AuditEntry),
+    }
+    return TemplateResponse(request, "syncer/reconcile_repair.html", context)
 
 
 # --- health and metrics -------------------------------------------------------------------

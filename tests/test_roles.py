@@ -298,3 +298,54 @@ def test_admin_actions_need_their_own_permission(client, request, audit_action):
     client.post(url, {"action": form_action, "_selected_action": [pk]})
     assert not done()
     assert not AuditEntry.objects.exists()
+
+
+# --- the admin's reconcile repair ----------------------------------------------------------
+
+
+def _queued_task_names() -> list[str]:
+    """Task names of the messages on the default (outbox) queue, read with boto3."""
+    import base64
+    import json
+
+    from django.conf import settings
+
+    from syncer.aws import sqs_client
+
+    names = []
+    got = sqs_client().receive_message(
+        QueueUrl=settings.OUTBOX_QUEUE_URL, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    )
+    for message in got.get("Messages", []):
+        envelope = json.loads(base64.b64decode(message["Body"]))
+        names.append(envelope["headers"]["task"])
+        names.append(json.loads(base64.b64decode(envelope["body"]))[1])
+    return names
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_admin_reconcile_repair_page_role_matrix(client, role):
+    user = make_user(role, username=f"staff-{role}", is_staff=True)
+    client.force_login(user)
+    page = client.get("/admin/sync/reconcile/")
+    post = client.post("/admin/sync/reconcile/", {"mappings": ["chef"], "direction": "to-mysql"})
+    dashboard = client.get("/admin/sync/").content.decode()
+    if role == SYNC_OPERATORS:
+        assert (page.status_code, post.status_code) == (200, 302)
+        assert "reconcile-repair-link" in dashboard
+        assert _queued_task_names() == [
+            "syncer.reconcile_repair",
+            {"mapping_names": ["chef"], "direction": "to-mysql", "user_id": user.pk},
+        ]
+    else:
+        assert (page.status_code, post.status_code) == (403, 403)
+        assert "reconcile-repair-link" not in dashboard
+        assert _queued_task_names() == []
+
+
+def test_admin_reconcile_repair_refuses_bad_input(client):
+    client.force_login(make_user(SYNC_OPERATORS, username="op", is_staff=True))
+    r = client.post("/admin/sync/reconcile/", {"mappings": ["nosuch"], "direction": "sideways"})
+    assert r.status_code == 200
+    assert set(r.context["form"].errors) == {"mappings", "direction"}
+    assert _queued_task_names() == []

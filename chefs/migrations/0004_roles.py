@@ -22,6 +22,7 @@ ROLES = {
         "syncer.discard_failedchange",
         "syncer.review_conflict",
         "syncer.retry_outboxentry",
+        "syncer.repair_reconcilerun",
     ],
 }
 

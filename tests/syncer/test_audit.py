@@ -74,3 +74,36 @@ def test_audited_block_records_partial_and_failed_outcomes():
     partial, failed = AuditEntry.objects.order_by("pk")
     assert (partial.outcome, partial.count, partial.object_ids) == ("partial", 2, "1,2")
     assert failed.outcome == "failed" and "RuntimeError: db gone" in failed.detail
+
+
+def test_admin_reconcile_repair_task_records_the_user(aws):
+    from syncer.tasks import reconcile_repair
+    from tests.factories import user_with_roles
+
+    operator = user_with_roles(username="op", is_staff=True)
+    seed_drift()
+    assert (
+        reconcile_repair.run(mapping_names=["chef"], direction="to-mysql", user_id=operator.pk) == 0
+    )
+    entry = AuditEntry.objects.get()
+    assert (entry.user, entry.actor, entry.via) == (operator, "op", "admin")
+    assert (entry.action, entry.target, entry.count, entry.outcome) == (
+        "repair to-mysql",
+        "chef",
+        5,
+        "ok",
+    )
+
+
+def test_admin_reconcile_repair_task_failure_is_recorded(aws, monkeypatch):
+    from syncer import reconcile as reconcile_module
+    from syncer.tasks import reconcile_repair
+
+    def broken(**kwargs):
+        raise ReconcileError("DynamoDB unreachable")
+
+    monkeypatch.setattr(reconcile_module, "reconcile_run", broken)
+    with pytest.raises(ReconcileError):
+        reconcile_repair.run(mapping_names=["chef"], direction="to-dynamo", user_id=None)
+    entry = AuditEntry.objects.get()
+    assert entry.outcome == "failed" and "DynamoDB unreachable" in entry.detail
