@@ -10,6 +10,8 @@ from django.views.decorators.http import require_POST
 from chefs import selectors, services
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
+from syncer.admin import has_model_perm
+from syncer.audit import admin_audited
 from syncer.selectors import SyncState, key_state_get, sync_annotations, sync_state_of
 
 
@@ -161,21 +163,30 @@ class ChefAdmin(admin.ModelAdmin):
         for chef in queryset:
             services.chef_delete(chef=chef)
 
-    @admin.action(description="Publish to DynamoDB")
+    def has_publish_permission(self, request):
+        return has_model_perm(request, self, "publish")
+
+    def has_resync_permission(self, request):
+        return has_model_perm(request, self, "resync")
+
+    @admin.action(description="Publish to DynamoDB", permissions=["publish"])
     def publish_to_dynamo(self, request, queryset):
-        for chef in queryset:
-            services.chef_publish(chef=chef)
+        with admin_audited(request, action="publish", queryset=queryset):
+            for chef in queryset:
+                services.chef_publish(chef=chef)
         self.message_user(request, f"{queryset.count()} chef(s) queued for publishing.")
 
-    @admin.action(description="Re-sync from DynamoDB")
+    @admin.action(description="Re-sync from DynamoDB", permissions=["resync"])
     def resync_from_dynamo(self, request, queryset):
         done = skipped = 0
-        for chef in queryset:
-            if chef.chef_id:
-                services.chef_resync(chef=chef)
-                done += 1
-            else:
-                skipped += 1
+        with admin_audited(request, action="resync", queryset=queryset) as audit:
+            for chef in queryset:
+                if chef.chef_id:
+                    services.chef_resync(chef=chef)
+                    done += 1
+                else:
+                    skipped += 1
+            audit.detail = f"{done} re-synced, {skipped} skipped (no key yet)"
         self.message_user(request, f"{done} chef(s) re-synced from DynamoDB.")
         if skipped:
             self.message_user(

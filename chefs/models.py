@@ -25,6 +25,12 @@ class Chef(models.Model):
     class Meta:
         db_table = "cheftable"
         ordering = ["id"]
+        # Operator actions (sync operators group, chefs/roles.py); view/add/change/delete
+        # are Django's defaults, used by the APIs (chefs/api/permissions.py).
+        permissions = [
+            ("publish_chef", "Can publish chefs to DynamoDB"),
+            ("resync_chef", "Can re-sync chefs from DynamoDB"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.first_name or ''} {self.last_name or ''}".strip() or f"Chef {self.pk}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,8 +69,36 @@ class JsonFormatter(logging.Formatter):
                 payload[name] = None
         payload.update(_extras(record))
         if record.exc_info:
-            payload["exc_info"] = self.formatException(record.exc_info)
+            # exc_text: set (redacted) by RedactCredentialsFilter when it ran.
+            payload["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
         # default=str: sequence numbers may be Decimals, times datetimes.
         return json.dumps(payload, default=str)
+
+
+# "Token <key>" / "Bearer <token>" (an Authorization header's value), however it got into
+# a log line: the credential is replaced, the scheme kept.
+_CREDENTIAL = re.compile(r"\b(Token|Bearer)(\s+|=)([A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _CREDENTIAL.sub(r"\1\2[redacted]", text)
+
+
+class RedactCredentialsFilter(logging.Filter):
+    """API tokens and the metrics token never reach a log line (defence in depth: nothing
+    in backsync logs headers; a library or an exception message might)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, name, redact(value))
+        if record.exc_info and not record.exc_text:
+            # Formatters use exc_text when set: the traceback is redacted once, here.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True

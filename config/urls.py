@@ -16,6 +16,11 @@ urlpatterns = [
         admin.site.admin_view(syncer_views.sync_dashboard),
         name="sync-dashboard",
     ),
+    path(
+        "admin/sync/reconcile/",
+        admin.site.admin_view(syncer_views.reconcile_repair),
+        name="sync-reconcile-repair",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", syncer_views.healthz, name="healthz"),
     path("metrics", syncer_views.metrics_view, name="metrics"),

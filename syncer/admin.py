@@ -6,8 +6,10 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 
 from syncer import outbox, services
+from syncer.audit import admin_audited
 from syncer.models import (
     AppliedChange,
+    AuditEntry,
     Conflict,
     FailedChange,
     KeyState,
@@ -34,6 +36,13 @@ class FailedChangeForm(forms.ModelForm):
     class Meta:
         model = FailedChange
         fields = ["payload"]
+
+
+def has_model_perm(request, model_admin, action: str) -> bool:
+    """`action` permission on the admin's model (e.g. syncer.replay_failedchange): the
+    operator actions are granted through the "sync operators" group (chefs/roles.py)."""
+    opts = model_admin.opts
+    return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
 
 
 @admin.register(FailedChange)
@@ -96,15 +105,24 @@ class FailedChangeAdmin(admin.ModelAdmin):
     def short_error(self, obj: FailedChange) -> str:
         return obj.error if len(obj.error) <= 80 else obj.error[:77] + "..."
 
-    @admin.action(description="Replay the selected changes")
+    def has_replay_permission(self, request):
+        return has_model_perm(request, self, "replay")
+
+    def has_discard_permission(self, request):
+        return has_model_perm(request, self, "discard")
+
+    @admin.action(description="Replay the selected changes", permissions=["replay"])
     def replay(self, request, queryset):
         ok = failed = 0
-        for failed_change in queryset.exclude(status=FailedChange.Status.REPLAYED):
-            result = services.failed_change_replay(failed_change=failed_change)
-            if result.failed:
-                failed += 1
-            else:
-                ok += 1
+        with admin_audited(request, action="replay", queryset=queryset) as audit:
+            for failed_change in queryset.exclude(status=FailedChange.Status.REPLAYED):
+                result = services.failed_change_replay(failed_change=failed_change)
+                if result.failed:
+                    failed += 1
+                else:
+                    ok += 1
+            audit.count, audit.failed = ok + failed, failed
+            audit.detail = f"{ok} replayed, {failed} failed again"
         if ok:
             self.message_user(request, f"{ok} change(s) replayed.", messages.SUCCESS)
         if failed:
@@ -112,10 +130,11 @@ class FailedChangeAdmin(admin.ModelAdmin):
                 request, f"{failed} change(s) failed again; see their errors.", messages.ERROR
             )
 
-    @admin.action(description="Discard the selected changes")
+    @admin.action(description="Discard the selected changes", permissions=["discard"])
     def discard(self, request, queryset):
-        for failed_change in queryset:
-            services.failed_change_discard(failed_change=failed_change)
+        with admin_audited(request, action="discard", queryset=queryset):
+            for failed_change in queryset:
+                services.failed_change_discard(failed_change=failed_change)
         self.message_user(request, f"{queryset.count()} change(s) discarded.", messages.SUCCESS)
 
 
@@ -181,10 +200,15 @@ class OutboxEntryAdmin(ReadOnlyAdmin):
     search_fields = ["key", "object_pk", "last_error"]
     actions = ["retry"]
 
-    @admin.action(description="Retry the selected failed entries")
+    def has_retry_permission(self, request):
+        return has_model_perm(request, self, "retry")
+
+    @admin.action(description="Retry the selected failed entries", permissions=["retry"])
     def retry(self, request, queryset):
-        count = outbox.outbox_retry_failed(entries=queryset)
-        outbox.outbox_sweep()
+        with admin_audited(request, action="retry", queryset=queryset) as audit:
+            count = outbox.outbox_retry_failed(entries=queryset)
+            outbox.outbox_sweep()
+            audit.detail = f"{count} queued again"
         self.message_user(request, f"{count} entr(y/ies) queued again.", messages.SUCCESS)
 
 
@@ -206,7 +230,20 @@ class ConflictAdmin(ReadOnlyAdmin):
     search_fields = ["key", "object_pk"]
     actions = ["mark_resolved"]
 
-    @admin.action(description="Mark as reviewed")
+    def has_review_permission(self, request):
+        return has_model_perm(request, self, "review")
+
+    @admin.action(description="Mark as reviewed", permissions=["review"])
     def mark_resolved(self, request, queryset):
-        count = services.conflicts_resolve(conflicts=queryset)
+        with admin_audited(request, action="review", queryset=queryset) as audit:
+            count = services.conflicts_resolve(conflicts=queryset)
+            audit.detail = f"{count} marked as reviewed"
         self.message_user(request, f"{count} conflict(s) marked as reviewed.", messages.SUCCESS)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "via", "action", "target", "count", "outcome", "detail"]
+    list_filter = ["via", "action", "outcome", "target"]
+    search_fields = ["actor", "object_ids", "detail"]
+    date_hierarchy = "at"

@@ -1,7 +1,9 @@
 """The sync's own bookkeeping. The mirrored tables themselves are never given extra columns
 beyond their key; everything the sync needs to know lives here."""
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 KEY_COLLATION = "utf8mb4_bin"  # DynamoDB keys compare byte for byte
 # DynamoDB stream sequence numbers are decimal strings of up to 40 digits; they are
@@ -106,6 +108,11 @@ class FailedChange(models.Model):
 
     class Meta:
         ordering = ["-last_failed_at"]
+        # Operator actions, granted through the "sync operators" group (chefs/roles.py).
+        permissions = [
+            ("replay_failedchange", "Can replay failed changes"),
+            ("discard_failedchange", "Can discard failed changes"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.mapping}:{self.key} ({self.status})"
@@ -171,6 +178,7 @@ class OutboxEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "outbox entries"
+        permissions = [("retry_outboxentry", "Can retry failed outbox entries")]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["mapping", "object_pk", "status"]),
@@ -206,6 +214,7 @@ class Conflict(models.Model):
 
     class Meta:
         ordering = ["-detected_at"]
+        permissions = [("review_conflict", "Can mark conflicts as reviewed")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.mapping}:{self.key or self.object_pk}"
@@ -248,6 +257,10 @@ class ReconcileRun(models.Model):
     options = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # The admin's reconcile page (/admin/sync/reconcile/) starts repairing runs.
+        permissions = [("repair_reconcilerun", "Can run reconcile repairs from the admin")]
 
     def __str__(self) -> str:
         return f"reconcile run {self.pk}"
@@ -336,3 +349,42 @@ class ReconcileKey(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.mapping} {self.source} {self.object_pk or self.key}"
+
+
+class AuditEntry(models.Model):
+    """One operator action (admin action or repairing command): who, when, what, outcome.
+    Written by `syncer.audit`; read-only in the admin."""
+
+    class Via(models.TextChoices):
+        ADMIN = "admin", "admin"
+        COMMAND = "command", "management command"
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "ok"
+        PARTIAL = "partial", "partly failed"
+        FAILED = "failed", "failed"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Kept when the user is deleted: `actor` still names who it was.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor = models.CharField(max_length=255, help_text="User name, or OS user@host for a command.")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    action = models.CharField(max_length=64, db_index=True)
+    target = models.CharField(max_length=255, help_text="Model label or mappings acted on.")
+    object_ids = models.TextField(blank=True, help_text="Primary keys or keys acted on.")
+    count = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"

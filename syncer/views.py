@@ -1,4 +1,5 @@
-"""Operator views: the sync dashboard (admin, staff only), /healthz and /metrics.
+"""Operator views: the sync dashboard (admin, staff only), /healthz and /metrics (details
+and metrics only with the metrics token or a staff session: syncer.access).
 
 Thin: the figures come from `syncer.dashboard`, health from `syncer.health`, metrics from
 `syncer.metrics`. The chart is inline SVG drawn here, so the page needs no JavaScript.
@@ -6,8 +7,10 @@ Thin: the figures come from `syncer.dashboard`, health from `syncer.health`, met
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -15,8 +18,11 @@ from django.utils.safestring import SafeString
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from syncer import dashboard, health, metrics
-from syncer.models import Conflict, FailedChange
+from syncer import dashboard, health, metrics, services
+from syncer.access import ops_access_allowed
+from syncer.models import AuditEntry, Conflict, FailedChange
+from syncer.reconcile import REPAIR_DIRECTIONS
+from syncer.registry import registry
 
 # --- chart --------------------------------------------------------------------------------
 
@@ -210,24 +216,89 @@ def sync_dashboard(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(request, "syncer/dashboard.html", context)
 
 
+# --- reconcile repair from the admin --------------------------------------------------------
+
+REPAIR_PERMISSION = "syncer.repair_reconcilerun"
+
+
+DIRECTION_LABELS = {
+    "to-mysql": "to MySQL: DynamoDB wins (rows re-synced from DynamoDB)",
+    "to-dynamo": "to DynamoDB: MySQL wins (rows published through the outbox)",
+}
+
+
+class ReconcileRepairForm(forms.Form):
+    mappings = forms.MultipleChoiceField(
+        choices=(), widget=forms.CheckboxSelectMultiple, help_text="Tables to compare."
+    )
+    direction = forms.ChoiceField(
+        choices=[(d, DIRECTION_LABELS[d]) for d in REPAIR_DIRECTIONS], widget=forms.RadioSelect
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read per form: mappings are registered at start-up (and by tests).
+        self.fields["mappings"].choices = [(n, n) for n in sorted(m.name for m in registry.all())]
+
+
+@never_cache
+def reconcile_repair(request: HttpRequest) -> TemplateResponse | HttpResponseRedirect:
+    """Wrapped by `admin.site.admin_view`: staff only; the repair needs its own permission.
+    The run is queued for the worker (a whole-table scan does not fit in a request)."""
+    if not request.user.has_perm(REPAIR_PERMISSION):
+        raise PermissionDenied
+    form = ReconcileRepairForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.reconcile_repair_request(
+            user=request.user,
+            mapping_names=form.cleaned_data["mappings"],
+            direction=form.cleaned_data["direction"],
+        )
+        messages.success(
+            request,
+            "Reconcile repair queued; its outcome appears in the audit trail when it ends.",
+        )
+        return HttpResponseRedirect(request.path)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Reconcile repair",
+        "form": form,
+        "recent": AuditEntry.objects.filter(action__startswith="repair ")[:10],
+        "audit_url": _changelist(AuditEntry),
+    }
+    return TemplateResponse(request, "syncer/reconcile_repair.html", context)
+
+
 # --- health and metrics -------------------------------------------------------------------
 
 
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Public: only ok or unavailable. Which part failed, and timings, are for staff or the
+    metrics token (they tell an outsider how the service is built). `?scope=live` checks
+    nothing but that the process answers (the load balancer's check)."""
     scope = request.GET.get("scope", "ready")
     if scope not in health.SCOPES:
         return JsonResponse(
             {"detail": "Bad scope.", "errors": {"scope": [f"One of: {', '.join(health.SCOPES)}."]}},
             status=400,
         )
+    # Decided before the checks: a failed database check closes the connection.
+    details = ops_access_allowed(request=request)
     report = health.health_check(scope=scope)
-    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
+    status = 200 if report.ok else 503
+    if details:
+        return JsonResponse(report.as_dict(), status=status)
+    return JsonResponse({"status": report.as_dict()["status"]}, status=status)
 
 
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not ops_access_allowed(request=request):
+        response = HttpResponse("Metrics need the bearer token.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     body, content_type = metrics.metrics_render()
     return HttpResponse(body, content_type=content_type)

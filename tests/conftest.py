@@ -7,13 +7,15 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import UserFactory
+from chefs.roles import WRITERS
+from tests.factories import UserFactory, user_with_roles
 from tests.procs import ManagedProcess, relay_argv, worker_argv
 
 
 @pytest.fixture
 def user(db):
-    return UserFactory()
+    """An API user who may read and write chefs (the writers group)."""
+    return user_with_roles(WRITERS)
 
 
 @pytest.fixture

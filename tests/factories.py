@@ -1,7 +1,9 @@
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from chefs.models import Chef
+from chefs.roles import roles_ensure
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -21,3 +23,12 @@ class ChefFactory(factory.django.DjangoModelFactory):
     first_name = factory.Faker("first_name")
     last_name = factory.Faker("last_name")
     chef_id = None
+
+
+def user_with_roles(*roles: str, **kwargs):
+    """A user in the given groups (chefs/roles.py). The groups are ensured first: a
+    transactional test's flush removes what the data migration created."""
+    roles_ensure()
+    user = UserFactory(**kwargs)
+    user.groups.add(*Group.objects.filter(name__in=roles))
+    return user

@@ -26,8 +26,13 @@ from tests.syncer.conftest import gadget_change
 gadget_mapping = syncer_conftest.gadget_mapping  # the fixture, shared
 
 
+def ops_headers() -> dict[str, str]:
+    """The metrics token (config/settings/test.py): /metrics and /healthz details need it."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {settings.METRICS_TOKEN}"}
+
+
 def samples(client) -> dict[tuple[str, frozenset], float]:
-    r = client.get("/metrics")
+    r = client.get("/metrics", **ops_headers())
     assert r.status_code == 200
     assert r["Content-Type"].startswith("text/plain")
     out = {}
@@ -46,7 +51,7 @@ def value(data, name: str, **labels: str) -> float:
 
 @pytest.mark.django_db
 def test_healthz_ok(client, aws):
-    r = client.get("/healthz")
+    r = client.get("/healthz", **ops_headers())
     assert r.status_code == 200, r.content
     body = r.json()
     assert body["status"] == "ok" and body["failed"] == []
@@ -58,7 +63,7 @@ def test_healthz_ok(client, aws):
 @pytest.mark.django_db
 def test_healthz_names_the_unreachable_parts(client):
     with override_settings(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}"):
-        r = client.get("/healthz")
+        r = client.get("/healthz", **ops_headers())
     assert r.status_code == 503
     body = r.json()
     assert body["failed"] == ["dynamodb", "sqs"]
@@ -72,7 +77,7 @@ def test_healthz_reports_a_database_failure(client, aws, monkeypatch):
         raise DatabaseError('(2003, "Can\'t connect to MySQL server")')
 
     monkeypatch.setitem(health.CHECKS, "database", broken)
-    r = client.get("/healthz")
+    r = client.get("/healthz", **ops_headers())
     assert r.status_code == 503
     assert r.json()["failed"] == ["database"]
 
@@ -82,7 +87,7 @@ def test_healthz_when_a_table_is_missing(client, aws):
     boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL).delete_table(
         TableName=settings.DYNAMO_CHEF_TABLE
     )
-    r = client.get("/healthz")
+    r = client.get("/healthz", **ops_headers())
     assert r.status_code == 503
     assert r.json()["checks"]["dynamodb"]["error"] == "ResourceNotFoundException"
 

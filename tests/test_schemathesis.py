@@ -1,7 +1,8 @@
 """schemathesis against the project's OpenAPI schema (/api/schema/), every operation.
 
 The WSGI app is called in-process (same test database), DynamoDB is the moto server
-(`aws`), requests carry a DRF token. Checks: no 5xx, documented status codes and content
+(`aws`), requests carry a DRF token: a writer's, then a reader's (whose writes must all
+be refused with 403). Checks: no 5xx, documented status codes and content
 types, and every response body matching its schema. Both valid and invalid inputs are
 generated. Examples per operation: SCHEMATHESIS_MAX_EXAMPLES (default 30).
 """
@@ -14,6 +15,7 @@ import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.urls import Resolver404, resolve
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
@@ -23,8 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from chefs.roles import READERS, WRITERS
 from config.wsgi import application
-from tests.factories import UserFactory
+from tests.factories import user_with_roles
 
 pytestmark = pytest.mark.fuzz
 
@@ -50,10 +53,31 @@ def keep_test_connection(db, aws):
         request_finished.connect(close_old_connections)
 
 
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@pytest.fixture(params=[WRITERS, READERS])
+def role(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def token(db) -> str:
-    user = UserFactory(username="fuzzer")
+def token(db, role) -> str:
+    user = user_with_roles(role, username="fuzzer")
     return Token.objects.get_or_create(user=user)[0].key
+
+
+def refused_unless_routed_elsewhere(response, case) -> None:
+    """A reader's write is refused (403) before its body is even read; only a path that
+    matches no route (e.g. a negative id) answers 404 instead."""
+    if case.method.upper() not in WRITE_METHODS:
+        return
+    try:
+        resolve(case.formatted_path)
+    except Resolver404:
+        assert response.status_code == 404, response.status_code
+    else:
+        assert response.status_code == 403, (response.status_code, response.text[:200])
 
 
 # Loaded at collection (schemathesis' from_fixture does not work with pytest 9); generating
@@ -67,5 +91,7 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_api_conforms_to_its_schema(case, token):
-    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+def test_api_conforms_to_its_schema(case, token, role):
+    response = case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+    if role == READERS:
+        refused_unless_routed_elsewhere(response, case)

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from chefs import dynamo_services, services
 from chefs.api.fields import NameField
 from chefs.api.pagination import KeyCursorPagination
+from chefs.api.permissions import DynamoChefPermissions
 from chefs.dynamo import ChefItem
 
 
@@ -141,6 +142,7 @@ def _conflict(exc: dynamo_services.DynamoVersionConflict) -> Response:
 
 
 class DynamoChefListView(APIView):
+    permission_classes = [DynamoChefPermissions]
     # Not `pagination_class`: DRF's schema generator expects a queryset paginator there.
     paginator_class = KeyCursorPagination
 
@@ -199,6 +201,8 @@ class DynamoChefListView(APIView):
 
 
 class DynamoChefDetailView(APIView):
+    permission_classes = [DynamoChefPermissions]
+
     @extend_schema(
         operation_id="dynamo_chefs_retrieve",
         responses={200: DynamoChefOutput, 404: _NOT_FOUND, 422: _MALFORMED, 503: _UNAVAILABLE},

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from chefs import selectors, services
 from chefs.api.fields import NameField
 from chefs.api.pagination import LinkHeaderPagination
+from chefs.api.permissions import ChefPermissions
 from chefs.models import Chef
 from syncer.selectors import database_server_info
 
@@ -52,6 +53,8 @@ def _get_or_404(chef_pk: int) -> Chef:
 class LegacyStatusView(APIView):
     """Database status. The legacy endpoint created the schema; migrations do that now."""
 
+    permission_classes = [ChefPermissions]
+
     @extend_schema(
         operation_id="legacy_status",
         responses=inline_serializer(
@@ -87,6 +90,7 @@ class LegacyStatusView(APIView):
 
 
 class LegacyChefListView(APIView):
+    permission_classes = [ChefPermissions]
     pagination_class = LinkHeaderPagination
 
     @extend_schema(
@@ -116,6 +120,8 @@ class LegacyChefListView(APIView):
 
 
 class LegacyChefDetailView(APIView):
+    permission_classes = [ChefPermissions]
+
     @extend_schema(
         operation_id="legacy_chefs_retrieve", responses={200: LegacyChefOutput, 404: None}
     )

@@ -81,6 +81,17 @@ elif SQL_GUARD not in ("", "off"):
     raise ImproperlyConfigured(f"BACKSYNC_SQL_GUARD must be 'mysql8' or 'off', not {SQL_GUARD!r}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Throttle and login-lockout counters. The default local-memory cache counts per process
+# (gunicorn runs 3 per web task); a shared cache (CACHE_URL, e.g. redis:// or
+# dbcache://TABLE after `manage.py createcachetable`) makes the limits cluster-wide.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# Password login (admin): locked per user name after this many failures in a row, until
+# LOGIN_LOCKOUT_SECONDS have passed since the last one (config/login_lockout.py).
+AUTHENTICATION_BACKENDS = ["config.login_lockout.LockoutModelBackend"]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -108,6 +119,15 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "chefs.api.pagination.LinkHeaderPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+    # 429 with Retry-After past these (DRF rate syntax: N/second|minute|hour|day).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "config.throttling.AnonThrottle",
+        "config.throttling.UserThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", default="60/minute"),
+        "user": env("API_THROTTLE_USER", default="1200/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "backsync API",
@@ -119,6 +139,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # 401 / 403 / 429 on every operation (authentication, roles, throttles).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_common_responses",
+    ],
 }
 
 # --- AWS (DynamoDB, Streams, SQS, S3) ---------------------------------------------------
@@ -228,6 +253,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Operations endpoints -------------------------------------------------------------
+# Bearer token for /metrics and /healthz details (staff sessions also get them). Empty:
+# staff only. The stack generates it in Secrets Manager.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")
 # One JSON object per line (config.logging.JsonFormatter; sync lines carry key, sequence
@@ -243,10 +273,12 @@ LOGGING = {
         },
         "json": {"()": "config.logging.JsonFormatter"},
     },
+    "filters": {"redact": {"()": "config.logging.RedactCredentialsFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_JSON else "plain",
+            "filters": ["redact"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

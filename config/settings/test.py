@@ -25,3 +25,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
     **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
     "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
 }
+
+# /metrics and /healthz details (syncer.access); tests send it as a bearer token.
+METRICS_TOKEN = env("METRICS_TOKEN", default="test-metrics-token")
+
+# The suite makes many requests per user (schemathesis): throttle tests set their own rates.
+REST_FRAMEWORK = {  # noqa: F405
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {"anon": "100000/minute", "user": "100000/minute"},
+}

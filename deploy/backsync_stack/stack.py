@@ -393,14 +393,25 @@ class BacksyncStack(Stack):
             "DATABASE_SECRET": ecs.Secret.from_secrets_manager(db_secret),
             "SECRET_KEY": ecs.Secret.from_secrets_manager(secret_key),
         }
-        web_secrets = dict(secrets)
+        # Bearer token of /metrics (and /healthz details), only the web app serves them; the
+        # load balancer is public. An existing secret by context, else one generated here.
         if options.metrics_token_secret_arn:
-            # Bearer token of /metrics, only the web app serves it.
-            web_secrets["METRICS_TOKEN"] = ecs.Secret.from_secrets_manager(
-                secretsmanager.Secret.from_secret_complete_arn(
-                    self, "MetricsToken", options.metrics_token_secret_arn
-                )
+            self.metrics_token = secretsmanager.Secret.from_secret_complete_arn(
+                self, "MetricsToken", options.metrics_token_secret_arn
             )
+        else:
+            self.metrics_token = secretsmanager.Secret(
+                self,
+                "MetricsToken",
+                description="backsync bearer token for /metrics",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    password_length=48, exclude_punctuation=True
+                ),
+            )
+        web_secrets = {
+            **secrets,
+            "METRICS_TOKEN": ecs.Secret.from_secrets_manager(self.metrics_token),
+        }
 
         # One task role per process, each with only what that process does.
         self.web_role = iam.Role(
@@ -649,6 +660,7 @@ class BacksyncStack(Stack):
             "SyncDlqUrl": self.sync_dlq.queue_url,
             "OutboxDlqUrl": self.outbox_dlq.queue_url,
             "DatabaseSecretArn": db_secret.secret_arn,
+            "MetricsTokenSecretArn": self.metrics_token.secret_arn,
         }.items():
             CfnOutput(self, name, value=value)
 

@@ -404,7 +404,8 @@ def test_web_and_worker_run_from_one_image_with_production_settings(template, sy
         env = {e["Name"]: e["Value"] for e in c["Environment"]}
         assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
         assert {"AWS_STORAGE_BUCKET_NAME", "SYNC_QUEUE_URL", "OUTBOX_QUEUE_URL"} <= env.keys()
-        assert {s["Name"] for s in c["Secrets"]} == {"SECRET_KEY", "DATABASE_SECRET"}
+        metrics = {"METRICS_TOKEN"} if c is web else set()
+        assert {s["Name"] for s in c["Secrets"]} == {"SECRET_KEY", "DATABASE_SECRET"} | metrics
     for lid, svc in _resources(template, "AWS::ECS::Service").items():
         net = svc["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
         assert net["AssignPublicIp"] == "DISABLED", lid
@@ -570,9 +571,8 @@ def test_metrics_token_secret_reaches_the_web_task_only(synth, synth_ci):
     assert "METRICS_TOKEN" not in {
         s["Name"] for s in _container(synth_ci["template"], "worker")["Secrets"]
     }
-    assert "METRICS_TOKEN" not in {
-        s["Name"] for s in _container(synth["template"], "web")["Secrets"]
-    }
+    # Without the context, the stack generates one (test below).
+    assert "METRICS_TOKEN" in {s["Name"] for s in _container(synth["template"], "web")["Secrets"]}
 
 
 # --- load balancer health check ------------------------------------------------------------
@@ -802,3 +802,24 @@ def test_message_groups_below_the_worker_processes_fail_synth(tmp_path):
         backsync_stack.make_app(
             {"lambdaDeps": "none", "workerDesiredCount": "2"}, outdir=str(tmp_path)
         )
+
+
+def test_metrics_token_is_a_generated_secret_given_to_web_only(template):
+    secret_id = _logical_id(
+        template, "AWS::SecretsManager::Secret", Description="backsync bearer token for /metrics"
+    )
+    generated = _resources(template, "AWS::SecretsManager::Secret")[secret_id]["Properties"]
+    assert generated["GenerateSecretString"]["PasswordLength"] >= 32
+    web = _container(template, "web")
+    token = [s for s in web["Secrets"] if s["Name"] == "METRICS_TOKEN"]
+    assert token == [{"Name": "METRICS_TOKEN", "ValueFrom": {"Ref": secret_id}}]
+    # The web task's execution role may read it (ECS injects it at start).
+    readers = [
+        pid
+        for pid, pol in _resources(template, "AWS::IAM::Policy").items()
+        for st in pol["Properties"]["PolicyDocument"]["Statement"]
+        if {"Ref": secret_id} in _as_list(st.get("Resource"))
+        and "secretsmanager:GetSecretValue" in _as_list(st["Action"])
+    ]
+    assert len(readers) == 1 and readers[0].startswith("WebTaskDefExecutionRole")
+    assert {"Ref": secret_id} == template.to_json()["Outputs"]["MetricsTokenSecretArn"]["Value"]

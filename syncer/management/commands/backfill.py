@@ -2,8 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from syncer.audit import audit_record, command_actor
 from syncer.aws import DynamoUnavailable
 from syncer.backfill import BackfillError, BackfillResult, backfill_run
+from syncer.models import AuditEntry
 from syncer.reconcile import ReconcileError, mappings_resolve
 
 
@@ -57,7 +59,18 @@ class Command(BaseCommand):
                     progress=progress,
                 )
             except (BackfillError, DynamoUnavailable) as exc:
+                if not options["dry_run"]:
+                    self._audit(mapping.name, options["to"], AuditEntry.Outcome.FAILED, str(exc))
                 raise CommandError(f"{mapping.name}: {exc}") from exc
+            if not options["dry_run"]:
+                self._audit(
+                    mapping.name,
+                    options["to"],
+                    AuditEntry.Outcome.OK,
+                    f"{result.read} read, {result.written} written, {result.keyed} given a key, "
+                    f"{result.skipped} skipped (existing items are never overwritten)",
+                    count=result.written,
+                )
             if options["dry_run"]:
                 self.stdout.write(
                     f"{mapping.name} -> {options['to']}: would read about {result.read} "
@@ -76,3 +89,15 @@ class Command(BaseCommand):
                 )
                 for sample in result.samples:
                     self.stdout.write(f"  skipped: {sample}")
+
+    @staticmethod
+    def _audit(mapping: str, to: str, outcome: str, detail: str, *, count: int = 0) -> None:
+        audit_record(
+            action=f"backfill to {to}",
+            target=mapping,
+            via=AuditEntry.Via.COMMAND,
+            actor=command_actor(command="backfill"),
+            outcome=outcome,
+            count=count,
+            detail=detail,
+        )

@@ -2,10 +2,13 @@
 
 import json
 import sys
+from contextlib import nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
+from syncer.audit import AuditResult, audited, command_actor
 from syncer.aws import DynamoUnavailable
+from syncer.models import AuditEntry
 from syncer.reconcile import (
     DRIFT_KINDS,
     REPAIR_DIRECTIONS,
@@ -129,14 +132,33 @@ class Command(BaseCommand):
             if verbosity >= 1 and (reconcile_options.dry_run or verbosity >= 2):
                 (self.stdout if as_text else self.stderr).write(line)
 
-        report = reconcile_run(
-            mappings=mappings,
-            options=reconcile_options,
-            distributed=options["distributed"],
-            progress=progress,
-            on_action=on_action,
-            timeout=options["timeout"],
+        # A real repair is an operator action: kept in the audit trail, also when it fails.
+        audit = (
+            audited(
+                action=f"repair {reconcile_options.repair}",
+                target=",".join(m.name for m in mappings),
+                via=AuditEntry.Via.COMMAND,
+                actor=command_actor(command="reconcile"),
+            )
+            if reconcile_options.repair and not reconcile_options.dry_run
+            else nullcontext(AuditResult())
         )
+        with audit as audit_result:
+            report = reconcile_run(
+                mappings=mappings,
+                options=reconcile_options,
+                distributed=options["distributed"],
+                progress=progress,
+                on_action=on_action,
+                timeout=options["timeout"],
+            )
+            audit_result.count = sum(m.drifted for m in report.mappings)
+            audit_result.failed = report.unrepaired
+            audit_result.detail = f"run {report.run_id}; " + "; ".join(
+                f"{m.mapping}: {m.drifted} drifted, "
+                + ", ".join(f"{k}={v}" for k, v in m.repairs.items())
+                for m in report.mappings
+            )
         if show_progress:
             self.stderr.write("")
         if options["format"] == "json":
