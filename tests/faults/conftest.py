@@ -94,6 +94,27 @@ class TaskProbe:
             del self.latest[task_id]
 
 
+class KillPoints:
+    """Fault points along a flow: armed at the given steps and fired at the first step from
+    there on where `busy()` holds, so that the flow keeps feeding the pipeline meanwhile (a
+    blocking wait could find it drained). `fired` is what each `fire()` returned."""
+
+    def __init__(self, at: set[int], *, busy: Callable[[], object], fire: Callable[[], object]):
+        self.at, self.busy, self.fire = at, busy, fire
+        self.armed = 0
+        self.fired: list = []
+
+    def step(self, n: int) -> None:
+        if n in self.at:
+            self.armed += 1
+        if self.armed and self.busy():
+            self.armed -= 1
+            self.fired.append(self.fire())
+
+    def assert_all_fired(self) -> None:
+        assert self.armed == 0, f"{self.armed} fault(s) never found work in flight"
+
+
 def kill_mid_task(proc: ManagedProcess, name: str, *, timeout: float = 60) -> bool:
     """SIGKILL the worker as soon as its probe shows a `name` task started and not ended.
     Returns whether the kill is proven to have landed mid-task: the task's work is not

@@ -20,6 +20,7 @@ from tests.faults.conftest import (
     APPLY_TASK,
     PUBLISH_TASK,
     ChangeFlow,
+    KillPoints,
     RelayWatch,
     assert_converged,
     kill_mid_task,
@@ -34,33 +35,37 @@ HELD_FOR = 12  # seconds the dead consumer's messages stay invisible
 
 
 def test_worker_sigkilled_five_times(fault_worker, fault_relay):
-    kills_at = {300, 600, 900, 1200, 1500}
-    mid_batch = []
+    def kill() -> bool:
+        landed = kill_mid_task(fault_worker, APPLY_TASK, timeout=5)
+        fault_worker.start()
+        return landed
 
-    def step(n: int) -> None:
-        if n in kills_at:
-            mid_batch.append(kill_mid_task(fault_worker, APPLY_TASK))
-            fault_worker.start()
-
-    ChangeFlow().run(step)
+    kills = KillPoints(
+        {300, 600, 900, 1200, 1500}, busy=lambda: fault_worker.probe.running(APPLY_TASK), fire=kill
+    )
+    ChangeFlow().run(kills.step)
+    kills.assert_all_fired()
     assert_converged(timeout=180)
-    print(f"worker kills that landed mid-batch: {sum(mid_batch)} of {len(mid_batch)}")
-    assert sum(mid_batch) >= 1, "no kill was proven to land in the middle of a batch"
+    mid_batch = sum(kills.fired)
+    print(f"worker kills that landed mid-batch: {mid_batch} of {len(kills.fired)}")
+    assert mid_batch >= 1, "no kill was proven to land in the middle of a batch"
 
 
 def test_relay_sigkilled_mid_batch(fault_worker, fault_relay):
     watch = RelayWatch(fault_relay)
-    mid_batch = []
 
-    def step(n: int) -> None:
-        if n in (500, 1000, 1500):
-            mid_batch.append(kill_relay_mid_batch(fault_relay, watch))
-            fault_relay.start()
+    def kill() -> bool:
+        landed = kill_relay_mid_batch(fault_relay, watch, timeout=5)
+        fault_relay.start()
+        return landed
 
-    ChangeFlow(seed=9).run(step)
+    kills = KillPoints({500, 1000, 1500}, busy=watch.poll, fire=kill)
+    ChangeFlow(seed=9).run(kills.step)
+    kills.assert_all_fired()
     assert_converged(timeout=180)
-    print(f"relay kills that landed mid-batch: {sum(mid_batch)} of {len(mid_batch)}")
-    assert sum(mid_batch) >= 1, "no kill was proven to land between a send and its checkpoint"
+    mid_batch = sum(kills.fired)
+    print(f"relay kills that landed mid-batch: {mid_batch} of {len(kills.fired)}")
+    assert mid_batch >= 1, "no kill was proven to land between a send and its checkpoint"
     log = fault_relay.log_path.read_text()
     assert log.count("resuming after") == 3  # each restart went on from its checkpoint
 
@@ -71,28 +76,27 @@ def test_mysql_link_cut_for_20_seconds(make_worker, fault_relay):
     worker = make_worker(DATABASE_URL=f"mysql://root@127.0.0.1:{proxy.port}/{db['NAME']}").start()
     restored = threading.Event()
     times: dict[str, float] = {}
-    timer = None
+    timers: list[threading.Timer] = []
 
     def restore() -> None:
         times["restored"] = time.time()
         proxy.restore()
         restored.set()
 
-    def step(n: int) -> None:
-        nonlocal timer
-        if n == 600:
-            wait_until(lambda: worker.probe.running(APPLY_TASK), timeout=60, what="applying")
-            times["cut"] = time.time()
-            proxy.cut()
-            timer = threading.Timer(20, restore)
-            timer.start()
+    def cut() -> None:  # while a batch is being applied
+        times["cut"] = time.time()
+        proxy.cut()
+        timers.append(threading.Timer(20, restore))
+        timers[0].start()
 
+    cuts = KillPoints({600}, busy=lambda: worker.probe.running(APPLY_TASK), fire=cut)
     try:
-        ChangeFlow(seed=10).run(step)
+        ChangeFlow(seed=10).run(cuts.step)
+        cuts.assert_all_fired()
         assert restored.wait(40)
         assert_converged(timeout=180)
     finally:
-        if timer:
+        for timer in timers:
             timer.cancel()
         proxy.stop()
     tasks = [t for t in worker.probe.poll().runs if t.name == APPLY_TASK]
