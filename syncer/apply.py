@@ -5,6 +5,8 @@ Guarantees (DESIGN.md invariants 1-3):
 - Per key, only a change with a higher stream sequence number than the last applied one
   wins (sequence numbers compared as integers). Duplicates and older changes are recorded
   as stale and change nothing, so at-least-once delivery in any order converges.
+  An equal sequence number is stale whatever its payload: the first applied wins (a
+  stream record redelivered with a changed payload keeps its event id and number).
 - REMOVE leaves a tombstone (KeyState.deleted) with its sequence number, so a stale INSERT
   or MODIFY cannot bring the row back; a later re-creation has a higher number and applies.
 - A change that cannot be applied is kept as a FailedChange with its payload and error and

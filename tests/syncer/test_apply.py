@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from syncer.apply import changes_apply
 from syncer.models import AppliedChange, FailedChange, KeyState
+from tests.stores import applied_more_than_once
 from tests.syncer.conftest import gadget_change
 from tests.testapp.models import Gadget
 
@@ -215,10 +216,10 @@ KEYS = ["a", "b", "c"]
 @st.composite
 def histories(draw):
     """Per key a history of create/update/delete in stream order, then a shuffled delivery
-    of all changes with duplicates."""
+    of all changes with duplicates, some of them redelivered with a changed payload (same
+    event id and sequence number, another name)."""
     seq = 0
     changes = []
-    final = {}
     for key in KEYS:
         exists = False
         for _ in range(draw(st.integers(0, 6))):
@@ -226,19 +227,33 @@ def histories(draw):
             if exists and draw(st.booleans()):
                 changes.append(gadget_change(key, "REMOVE", seq))
                 exists = False
-                final[key] = None
             else:
                 name = draw(st.text("xyz", min_size=1, max_size=5))
                 event = "MODIFY" if exists else "INSERT"
                 changes.append(gadget_change(key, event, seq, name=name))
                 exists = True
-                final[key] = name
     delivered = draw(
         st.lists(st.sampled_from(changes), max_size=3 * len(changes)) if changes else st.just([])
     )
+    upserts = [c for c in changes if c["event"] != "REMOVE"]
+    changed = draw(st.lists(st.sampled_from(upserts), max_size=3) if upserts else st.just([]))
+    for c in changed:
+        name = draw(st.text("pq", min_size=1, max_size=3))  # never one of the history's names
+        delivered.append({**c, "image": {**c["image"], "name": {"S": name}}})
     delivered = draw(st.permutations(changes + delivered))
     split = draw(st.integers(1, 4))
-    return delivered, split, {k: v for k, v in final.items() if v is not None}
+    return delivered, split
+
+
+def first_delivered_newest(delivered: list[dict]) -> dict[str, dict]:
+    """Per key, the first delivered change among those with the key's highest sequence
+    number: the one the guard keeps (an equal sequence number later is stale)."""
+    out: dict[str, dict] = {}
+    for c in delivered:
+        key = c["keys"]["Sku"]["S"]
+        if key not in out or int(c["seq"]) > int(out[key]["seq"]):
+            out[key] = c
+    return out
 
 
 @settings(
@@ -246,13 +261,41 @@ def histories(draw):
 )
 @given(history=histories())
 def test_any_delivery_order_converges(gadget_mapping, history):
-    delivered, split, expected = history
+    """Any order, duplicates, and a record redelivered with a changed payload: each key ends
+    at its newest change, the first delivered of that sequence number winning; its key state
+    holds that sequence number and tombstone; nothing failed; no event applied twice."""
+    delivered, split = history
     Gadget.objects.all().delete()
     KeyState.objects.all().delete()
+    AppliedChange.objects.all().delete()
     size = max(1, len(delivered) // split)
+    failed = 0
     for start in range(0, len(delivered), size):
-        changes_apply(changes=delivered[start : start + size])
-    assert {k: v[0] for k, v in rows().items()} == expected
+        failed += changes_apply(changes=delivered[start : start + size]).failed
+    assert failed == 0 and not FailedChange.objects.exists()
+    newest = first_delivered_newest(delivered)
+    assert {k: v[0] for k, v in rows().items()} == {
+        k: c["image"]["name"]["S"] for k, c in newest.items() if c["event"] != "REMOVE"
+    }
+    states = {s.key: (int(s.sequence), s.deleted) for s in KeyState.objects.all()}
+    assert states == {k: (int(c["seq"]), c["event"] == "REMOVE") for k, c in newest.items()}
+    assert not applied_more_than_once()
+
+
+def test_a_redelivered_record_with_a_changed_payload_is_stale(gadget_mapping):
+    """Same event id and sequence number, another payload: the first applied wins, in a
+    later batch and within one batch alike; the other is logged as stale, not failed."""
+    first = gadget_change("a", "INSERT", 7, name="first")
+    changed = {**first, "image": {**first["image"], "name": {"S": "changed"}}}
+    assert changes_apply(changes=[first]).applied == 1
+    assert (changes_apply(changes=[changed]).stale, rows()["a"][0]) == (1, "first")
+    b1 = gadget_change("b", "INSERT", 9, name="one")
+    b2 = {**b1, "image": {**b1["image"], "name": {"S": "two"}}}
+    result = changes_apply(changes=[b2, b1])
+    assert (result.applied, result.stale, result.failed) == (1, 1, 0)
+    assert rows()["b"][0] == "two"
+    assert not FailedChange.objects.exists()
+    assert not applied_more_than_once()
 
 
 # --- concurrency: the guard under real concurrent transactions ----------------------------

@@ -181,10 +181,22 @@ def test_restart_resumes_from_the_checkpoint(db, stream_table):
 
 
 def test_starting_position_latest_skips_older_records(db, stream_table):
+    from syncer.apply import changes_apply
+    from tests.testapp.models import Gadget
+
     put("old")
     spy = Spy()
-    relay(handler=spy, starting_position="LATEST").run(once=True)
+    latest = relay(handler=spy, starting_position="LATEST")
+    latest.run(once=True)
     assert spy.records == []
+    # The records written after the start are relayed, and they apply.
+    put("new", "one")
+    put("newer", "two")
+    latest.run(once=True)
+    assert [r["dynamodb"]["Keys"]["Sku"]["S"] for r in spy.records] == ["new", "newer"]
+    result = changes_apply(changes=sent_changes())
+    assert (result.applied, result.failed) == (2, 0)
+    assert sorted(Gadget.objects.values_list("sku", "name")) == [("new", "one"), ("newer", "two")]
 
 
 def test_poison_record_is_retried_then_kept_and_the_shard_moves_on(db, stream_table):
