@@ -367,6 +367,11 @@ def _versions_adopt(
             _versions_record(mapping, keys, version)
 
 
+def dynamo_items_fetch(*, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The items (DynamoDB JSON) that exist among `keys`, read consistently, by key."""
+    return _existing_items(dynamodb_client(), mapping, keys)
+
+
 def _existing_items(client, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
     """The items (DynamoDB JSON) that exist among `keys`, by a consistent BatchGetItem."""
     found: dict[str, dict[str, Any]] = {}
