@@ -60,7 +60,7 @@ class Progress:
         enabled: bool = True,
         tty: bool | None = None,
         interval: float = 5.0,
-        unit: str = "items",
+        unit: str | dict[str, str] = "items",
         approximate: Callable[[str], bool] = lambda phase: False,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -74,6 +74,9 @@ class Progress:
         self.phases: dict[str, _Phase] = {}
         self._bar = None
         self._tasks: dict[str, int] = {}
+
+    def _unit(self, phase: str) -> str:
+        return self.unit if isinstance(self.unit, str) else self.unit.get(phase, "items")
 
     def update(self, phase: str, done: int, total: int | None = None) -> None:
         if not self.enabled:
@@ -95,7 +98,7 @@ class Progress:
         state.ended = finished
         line = progress_line(
             phase, done, total, elapsed=now - state.started, counted=done - state.first_done,
-            unit=self.unit, approximate=self.approximate(phase),
+            unit=self._unit(phase), approximate=self.approximate(phase),
         )  # fmt: skip
         self.stream.write(line + "\n")
         self.stream.flush()
@@ -115,7 +118,7 @@ class Progress:
         if self._bar is None:
             self._bar = Bar(
                 TextColumn("{task.description}"),
-                BarColumn(),
+                BarColumn(complete_style="blue", finished_style="green"),  # never red
                 MofNCompleteColumn(),
                 TaskProgressColumn(),
                 TextColumn("{task.fields[rate]}"),
@@ -132,7 +135,7 @@ class Progress:
         rate = (done - state.first_done) / elapsed if elapsed > 0 else 0.0
         self._bar.update(
             self._tasks[phase], completed=done, total=total or None,
-            rate=f"{rate:,.0f} {self.unit}/s",
+            rate=f"{rate:,.0f} {self._unit(phase)}/s",
         )  # fmt: skip
 
     def close(self) -> None:

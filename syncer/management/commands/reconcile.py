@@ -130,7 +130,7 @@ class Command(BaseCommand):
         progress = Progress(
             self.stderr._out,
             enabled=verbosity > 0,
-            unit="keys",
+            unit={"scan": "items", "compare": "buckets", "recheck": "keys"},
             approximate=lambda phase: phase == "scan" and not options["distributed"],
         )
 
