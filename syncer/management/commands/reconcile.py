@@ -130,7 +130,11 @@ class Command(BaseCommand):
         progress = Progress(
             self.stderr._out,
             enabled=verbosity > 0,
-            unit={"scan": "items", "compare": "buckets", "recheck": "keys"},
+            unit={
+                "scan": "segments" if options["distributed"] else "items",
+                "compare": "buckets",
+                "recheck": "keys",
+            },
             approximate=lambda phase: phase == "scan" and not options["distributed"],
         )
 
