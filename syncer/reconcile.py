@@ -294,6 +294,8 @@ def dynamo_scan_pages(
         kwargs["ExclusiveStartKey"] = start
 
 
+INVALID_KEY = "key: not a valid key"  # the spilled error of an item whose key is refused
+
 # A spilled item: the values of _SPILL_COLUMNS, in order.
 _SPILL_COLUMNS = ("run_id", "mapping", "segment", "key_hash", "key", "values", "error", "version")
 SpillRow = tuple[Any, ...]
@@ -305,8 +307,7 @@ def _spill_row(run_id: int, mapping: Mapping, segment: int, item: dict[str, Any]
         key = mapping.key_from_keys({mapping.key_attribute: typed})
     except MappingError:
         key = json.dumps(typed)[:255]
-        return (run_id, mapping.name, segment, key_hash(key), key, "", "key: not a valid key",
-                None)  # fmt: skip
+        return (run_id, mapping.name, segment, key_hash(key), key, "", INVALID_KEY, None)
     values, error = "", ""
     try:
         values = _canonical_text(mapping.row_from_image(item))
@@ -596,11 +597,16 @@ def bucket_compare(
     del dynamo
 
     deferred: list[dict[str, Any]] = []
+    # An item whose key the mapping refuses can never be applied, and its spilled key is
+    # only a stand-in that no lookup would find: drift as it is, not looked at again.
+    invalid = [d for d in drifts if d.error == INVALID_KEY]
+    drifts = [d for d in drifts if d.error != INVALID_KEY]
     if drifts:
         finished = scan_finished if scan_finished is not None else time.time()
         scanned = {d.key: _seen_by_scan(d, finished) for d in drifts}
         _sleep_until(finished + _settle(options))
         drifts, deferred = _recheck_first(mapping, scanned, report)
+    drifts += invalid
     _drifts_report(report, drifts, [], mapping=mapping, options=options, on_action=on_action)
     return {**report.as_dict(), "deferred": deferred}
 

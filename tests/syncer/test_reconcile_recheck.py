@@ -293,3 +293,10 @@ def test_no_wait_when_nothing_differs(db, aws, waits):
     row("Any#Key", "A", "B")
     report, m = run()
     assert m.counts["equal"] == 1 and not waits.asked
+
+
+def test_an_item_whose_key_is_refused_stays_drift(db, aws, waits):
+    put_item("K" * 300, "A", "B")  # DynamoDB takes it; the key column holds 255
+    report, m = run()
+    assert m.counts["missing_in_mysql"] == 1 and m.counts["settled"] == 0
+    assert report.unrepaired == 1 and not waits.asked
