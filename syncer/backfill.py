@@ -4,11 +4,21 @@
   `INSERT ... ON DUPLICATE KEY UPDATE` (as the apply service does), under the key-state
   locks, and the keys' item versions recorded. A key whose state already holds this
   version or a newer one (the stream got there first), or a tombstone, is left alone.
+  An item without a version cannot be ordered against what MySQL holds, so it is written
+  only for a key the sync has never seen (no key state: a first load). A known key is left
+  to the stream, which delivers any change newer than what it applied: "already current"
+  when MySQL holds the item's values, else "kept" (listed; `reconcile --repair to-mysql`
+  settles it under the key lock). So a rerun (`--restart`) rewrites nothing that did not
+  change, versioned or not.
 - to DynamoDB: the MySQL rows in primary-key order. Rows without a key (an adopted legacy
   table) get one from the mapping's key rule; then the items absent in DynamoDB (checked
   with BatchGetItem) are written with BatchWriteItem at version 1 and the key states
   record that version. An item that already exists is never overwritten (the new API may
   have written it); `reconcile` reports any difference.
+- Every item read ends in one count: written, already current (the target holds this state
+  or a newer one), kept (the target holds other values that backfill never overwrites;
+  reconcile reports them) or failed (the mapping refused it, or its key is taken); the
+  command exits 1 when any failed.
 - The checkpoint (BackfillCheckpoint) is saved after each batch. Every write is idempotent
   (keys are unique on both sides), so a batch redone after a crash adds no duplicate.
 - Echoes: what backfill writes to DynamoDB comes back through the stream (when a relay
@@ -44,22 +54,35 @@ class BackfillError(Exception):
     """The backfill cannot start or go on (bad options, already finished, AWS down)."""
 
 
+OUTCOMES = ("current", "kept", "failed")
+SAMPLES = 20  # per outcome
+
+
 @dataclass
 class BackfillResult:
     mapping: str
     direction: str
     read: int = 0
     written: int = 0
-    skipped: int = 0
+    current: int = 0  # the target already holds this state or a newer one
+    kept: int = 0  # the target holds other values: never overwritten, reconcile compares
+    failed: int = 0  # could not be written: the mapping refused it, its key is taken...
     keyed: int = 0  # legacy rows given a key
+    total: int = 0  # what the run will read (approximate to MySQL: DynamoDB's item count)
     resumed: bool = False
     finished: bool = False
-    samples: list[dict[str, Any]] = field(default_factory=list)  # skipped rows and why
+    samples: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {o: [] for o in OUTCOMES}
+    )  # not written, and why (this invocation's first ones)
 
-    def skip(self, sample: dict[str, Any], limit: int = 20) -> None:
-        self.skipped += 1
-        if len(self.samples) < limit:
-            self.samples.append(sample)
+    @property
+    def skipped(self) -> int:
+        return self.current + self.kept + self.failed
+
+    def count(self, outcome: str, sample: dict[str, Any] | None = None, n: int = 1) -> None:
+        setattr(self, outcome, getattr(self, outcome) + n)
+        if sample is not None and len(self.samples[outcome]) < SAMPLES:
+            self.samples[outcome].append(sample)
 
 
 class Throttle:
@@ -88,6 +111,7 @@ def _checkpoint(mapping: Mapping, direction: str, restart: bool) -> tuple[Backfi
     if restart and not created:
         checkpoint.position = None
         checkpoint.items_read = checkpoint.items_written = checkpoint.items_skipped = 0
+        checkpoint.items_current = checkpoint.items_kept = checkpoint.items_failed = 0
         checkpoint.finished = False
         checkpoint.started_at = timezone.now()
         checkpoint.save()
@@ -105,6 +129,9 @@ def _save(checkpoint: BackfillCheckpoint, result: BackfillResult, position: Any)
     checkpoint.items_read = result.read
     checkpoint.items_written = result.written
     checkpoint.items_skipped = result.skipped
+    checkpoint.items_current = result.current
+    checkpoint.items_kept = result.kept
+    checkpoint.items_failed = result.failed
     checkpoint.save()
 
 
@@ -131,7 +158,10 @@ def backfill_run(
     result.resumed = resumed
     result.read = checkpoint.items_read
     result.written = checkpoint.items_written
-    result.skipped = checkpoint.items_skipped
+    result.current = checkpoint.items_current
+    result.kept = checkpoint.items_kept
+    result.failed = checkpoint.items_failed
+    result.total = _total(mapping, direction)
     throttle = Throttle(rate)
     run = _to_mysql if direction == "mysql" else _to_dynamo
     run(mapping, checkpoint, result, batch_size, throttle, progress)
@@ -152,6 +182,19 @@ def _dry_run(mapping: Mapping, direction: str, result: BackfillResult) -> Backfi
             table = dynamodb_client().describe_table(TableName=mapping.table_name)["Table"]
         result.read = table.get("ItemCount", 0)
     return result
+
+
+def _total(mapping: Mapping, direction: str) -> int:
+    """What a run reads in all, for progress: the MySQL rows, or DynamoDB's item count
+    (approximate in AWS: updated about every six hours)."""
+    if direction == "dynamo":
+        return mapping.get_model().objects.count()
+    try:
+        with dynamo_errors():
+            table = dynamodb_client().describe_table(TableName=mapping.table_name)["Table"]
+    except Exception:  # noqa: BLE001 - progress only: the scan reports real errors
+        return 0
+    return int(table.get("ItemCount") or 0)
 
 
 def _unkeyed(mapping: Mapping) -> Q:
@@ -193,12 +236,19 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
             key = mapping.key_from_keys({mapping.key_attribute: typed})
             parsed[key] = (mapping.row_from_image(item), mapping.version_from_image(item))
         except MappingError as exc:
-            result.skip({"key": key if isinstance(key, str) else repr(typed), "error": str(exc)})
+            shown = key if isinstance(key, str) else repr(typed)
+            result.count("failed", {"key": shown, "error": str(exc)})
     if not parsed:
         return
     now = timezone.now()
     keys = sorted(parsed)
+    fields = [fm.field for fm in mapping.fields]
     with transaction.atomic():
+        known = set(
+            KeyState.objects.filter(mapping=mapping.name, key__in=keys).values_list(
+                "key", flat=True
+            )
+        )
         KeyState.objects.bulk_create(
             [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
             ignore_conflicts=True,
@@ -209,14 +259,32 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
             .filter(mapping=mapping.name, key__in=keys)
             .order_by("key")
         }
+        unversioned = [k for k in keys if k in known and parsed[k][1] is None]
+        held = {
+            r[mapping.key_field]: r
+            for r in model.objects.filter(**{f"{mapping.key_field}__in": unversioned}).values(
+                mapping.key_field, *fields
+            )
+        }
         writes = []
         for key in keys:
             row, version = parsed[key]
             state = states[key]
             if state.deleted:
-                result.skip({"key": key, "error": "tombstone: removed after the scan read it"})
+                result.count("current", {"key": key, "why": "removed after the scan read it"})
+            elif version is None and key in known:
+                # No version to order it by: the stream owns a key it has seen (module doc).
+                mine = held.get(key)
+                if mine is not None and all(mine[f] == row[f] for f in fields):
+                    result.count("current")
+                else:
+                    result.count(
+                        "kept",
+                        {"key": key, "why": "no version, and the sync already knows the key: "
+                         "MySQL holds other values (reconcile --repair to-mysql)"},
+                    )  # fmt: skip
             elif state.item_version is not None and (version or 0) <= state.item_version:
-                result.skip({"key": key, "error": "MySQL already holds this version or newer"})
+                result.count("current")  # the stream got there first
             else:
                 writes.append((key, row, version))
         if not writes:
@@ -268,14 +336,14 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
             continue
         values = {fm.field: row[fm.field] for fm in mapping.fields}
         if mapping.key_rule is None:
-            result.skip({"pk": row["pk"], "error": "no key and the mapping has no key rule"})
+            result.count("failed", {"pk": row["pk"], "error": "no key and no key rule"})
             continue
         try:
             # The item must be readable back through the mapping, or it would only drift.
             mapping.row_from_image(_image(mapping, "probe", values))
             key = mapping.key_from_keys({mapping.key_attribute: {"S": mapping.key_rule(values)}})
         except MappingError as exc:
-            result.skip({"pk": row["pk"], "error": f"cannot be written: {exc}"})
+            result.count("failed", {"pk": row["pk"], "error": f"cannot be written: {exc}"})
             continue
         try:
             with transaction.atomic():
@@ -285,7 +353,9 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
                     .update(**{mapping.key_field: key})
                 )
         except IntegrityError:
-            result.skip({"pk": row["pk"], "key": key, "error": "key already held by another row"})
+            result.count(
+                "failed", {"pk": row["pk"], "key": key, "error": "key already held by another row"}
+            )
             continue
         if updated:
             row[mapping.key_field] = key
@@ -311,11 +381,15 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
         .values_list("key", flat=True)
     )  # fmt: skip
     for key in sorted(tombstoned):
-        result.skip({"key": key, "error": "tombstone: the item was removed in DynamoDB"})
+        result.count("kept", {"key": key, "why": "tombstone: the item was removed in DynamoDB"})
         by_key.pop(key)
     existing = _existing_items(client, mapping, list(by_key))
-    result.skipped += len(existing)  # already there: never overwritten, reconcile compares
-    _versions_adopt(mapping, by_key, existing)
+    # Already there: never overwritten. Current when it holds the row's values; else kept
+    # (the new API may have written it), and reconcile compares.
+    same = _versions_adopt(mapping, by_key, existing)
+    result.count("current", n=len(same))
+    for key in sorted(set(existing) - same):
+        result.count("kept", {"key": key, "why": "exists in DynamoDB with other values"})
     todo = [k for k in by_key if k not in existing]
     for start in range(0, len(todo), DYNAMO_BATCH_WRITE):
         chunk = todo[start : start + DYNAMO_BATCH_WRITE]
@@ -350,10 +424,11 @@ def _versions_record(mapping: Mapping, keys: list[str], version: int | None) -> 
 
 def _versions_adopt(
     mapping: Mapping, rows: dict[str, dict[str, Any]], existing: dict[str, dict[str, Any]]
-) -> None:
+) -> set[str]:
     """Record the version of existing items that hold exactly the row's values (typically
     this backfill's own write from a run killed before it could record it), so later legacy
-    edits are conditioned on it. An item with other values is left for reconcile."""
+    edits are conditioned on it. An item with other values is left for reconcile. Returns
+    the keys of the items that hold the row's values."""
     same: dict[int | None, list[str]] = {}
     for key, image in existing.items():
         try:
@@ -365,6 +440,12 @@ def _versions_adopt(
     with transaction.atomic():
         for version, keys in same.items():
             _versions_record(mapping, keys, version)
+    return {k for keys in same.values() for k in keys}
+
+
+def dynamo_items_fetch(*, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The items (DynamoDB JSON) that exist among `keys`, read consistently, by key."""
+    return _existing_items(dynamodb_client(), mapping, keys)
 
 
 def _existing_items(client, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:

@@ -235,7 +235,18 @@ class BackfillCheckpoint(models.Model):
     )
     items_read = models.BigIntegerField(default=0)
     items_written = models.BigIntegerField(default=0)
-    items_skipped = models.BigIntegerField(default=0)
+    items_skipped = models.BigIntegerField(
+        default=0, help_text="Not written: already current + kept + failed."
+    )
+    items_current = models.BigIntegerField(
+        default=0, help_text="Not written: the target already holds this state or a newer one."
+    )
+    items_kept = models.BigIntegerField(
+        default=0, help_text="Not written: the target holds other values (reconcile compares)."
+    )
+    items_failed = models.BigIntegerField(
+        default=0, help_text="Could not be written (the mapping refused it, key taken...)."
+    )
     finished = models.BooleanField(default=False)
     started_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)

@@ -34,6 +34,37 @@ Repairs go through the existing write paths, never a second one:
   conditional put ("key absent"); an item missing in MySQL is deleted with the outbox's
   delete conditioned on the scanned version.
 Keys with a legacy write still pending in the outbox are in flight, not repaired.
+
+Under traffic (writes keep flowing while the run compares), a key found different or
+missing by the compare is a candidate, not yet drift: the change the scan saw may still be
+on its way through the stream, the queue and the worker. Each candidate is looked at again
+("recheck"): MySQL first (the row and the key state the sync keeps), then DynamoDB with a
+consistent read, no sooner than `settle` seconds after the scan ended (the default is a few
+times the measured sync lag p99, see `settle_default`; `--settle` sets it). Reading MySQL
+first means nothing MySQL holds can be newer than the DynamoDB read that follows. The rules,
+each against the previous look at the key (the scan, then the previous recheck):
+1. Settled: both stores now agree (both absent included) -> counted "settled", not drift.
+2. Stale scan: the key state records an applied version newer than the one the scan read;
+   the scan's copy is not reported, only what the recheck finds is (rule 1, 4 or 5).
+3. Not moved: DynamoDB holds what the previous look saw (same existence, version and
+   values), yet MySQL differs although `settle` seconds have passed -> drift (a lost or
+   stuck change, or an edit behind the sync's back). So is a key whose state says the sync
+   applied exactly DynamoDB's current version while MySQL differs, and a row present while
+   its key state is a tombstone.
+4. Lagging: DynamoDB moved but MySQL has not applied what the previous look saw (applied
+   version below it; for items without a version, no change applied whose stream time is
+   after that look) -> drift: the pipeline did not keep up within `settle`.
+5. In flight: DynamoDB moved since the previous look and MySQL has applied what that look
+   saw (rule 4 does not hold) -> the newest change is still on its way. The key is looked
+   at again `settle` seconds later (by the run's coordinator, once for all buckets); when
+   that look finds it in flight again within 2 x `settle` of the one before, it is counted
+   "in flight": the sync has applied everything older than `settle`. Up to RECHECK_ROUNDS
+   looks; a key still moving after them is counted in flight.
+Settled and in-flight keys never make the exit status 1 and are never repaired; repairs
+(and their conditions) use what the last look read, not the scan. With `--distributed`,
+the compare tasks are sent to start `settle` after the scan (a countdown, so no worker
+process sleeps while the sync needs it), and they return the keys of rule 5 to the
+coordinator, which looks at them again as a local run does.
 """
 
 from __future__ import annotations
@@ -43,10 +74,11 @@ import logging
 import math
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -77,17 +109,28 @@ DROP_CHUNK = 20_000
 
 # Drift kinds, in report order. "tombstoned": the key exists in a store while its key
 # state says the item was removed (a lost REMOVE, or a resurrection).
-KINDS = (
-    "equal",
+DRIFT_KINDS = (
     "missing_in_mysql",
     "missing_in_dynamo",
     "different",
     "tombstoned",
     "unkeyed",
 )
-DRIFT_KINDS = KINDS[1:]
+# Not drift: "settled" differed in the compare and agreed when looked at again; "in_flight"
+# was still moving with the sync applying it (module docstring, rules 1 and 5).
+KINDS = ("equal", "settled", "in_flight", *DRIFT_KINDS)
+SAMPLED_KINDS = (*DRIFT_KINDS, "in_flight")
 REPAIR_DIRECTIONS = ("to-mysql", "to-dynamo")
-REPAIR_OUTCOMES = ("repaired", "would_repair", "skipped", "failed")
+REPAIR_OUTCOMES = ("repaired", "would_repair", "would_fail", "skipped", "failed")
+
+# The settle time (seconds) when --settle is not given: SETTLE_FACTOR x the sync lag p99 of
+# the last hour, within [SETTLE_MIN, SETTLE_MAX]; SETTLE_UNMEASURED when nothing was applied
+# in that hour (no measure: be generous; a quiet system has little to recheck anyway).
+SETTLE_FACTOR = 4.0
+SETTLE_MIN = 2.0
+SETTLE_MAX = 60.0
+SETTLE_UNMEASURED = 10.0
+RECHECK_ROUNDS = 4  # looks after the compare, at most, for keys that keep moving
 
 
 class ReconcileError(Exception):
@@ -103,6 +146,7 @@ class ReconcileOptions:
     samples: int = 5
     repair: str | None = None  # "to-mysql" | "to-dynamo"
     dry_run: bool = False
+    settle: float | None = None  # seconds; None: settle_default() when the run starts
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -120,7 +164,7 @@ class MappingReport:
     drifted: int = 0  # keys (and unkeyed rows) with any drift; a key counts once
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     samples: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {k: [] for k in DRIFT_KINDS}
+        default_factory=lambda: {k: [] for k in SAMPLED_KINDS}
     )
     repairs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REPAIR_OUTCOMES, 0))
 
@@ -250,6 +294,8 @@ def dynamo_scan_pages(
         kwargs["ExclusiveStartKey"] = start
 
 
+INVALID_KEY = "key: not a valid key"  # the spilled error of an item whose key is refused
+
 # A spilled item: the values of _SPILL_COLUMNS, in order.
 _SPILL_COLUMNS = ("run_id", "mapping", "segment", "key_hash", "key", "values", "error", "version")
 SpillRow = tuple[Any, ...]
@@ -261,8 +307,7 @@ def _spill_row(run_id: int, mapping: Mapping, segment: int, item: dict[str, Any]
         key = mapping.key_from_keys({mapping.key_attribute: typed})
     except MappingError:
         key = json.dumps(typed)[:255]
-        return (run_id, mapping.name, segment, key_hash(key), key, "", "key: not a valid key",
-                None)  # fmt: skip
+        return (run_id, mapping.name, segment, key_hash(key), key, "", INVALID_KEY, None)
     values, error = "", ""
     try:
         values = _canonical_text(mapping.row_from_image(item))
@@ -493,10 +538,13 @@ def bucket_compare(
     buckets: int,
     options: ReconcileOptions,
     on_action: Callable[[str], None] | None = None,
+    scan_finished: float | None = None,
 ) -> dict[str, Any]:
-    """Compare one key-hash bucket of both stores (and repair it when asked).
+    """Compare one key-hash bucket of both stores, look again at what differs (not before
+    `scan_finished` + settle, epoch seconds), and repair what is still drift when asked.
 
-    Returns the bucket's partial report (the `as_dict` shape of MappingReport)."""
+    Returns the bucket's partial report (the `as_dict` shape of MappingReport), plus
+    "deferred": the keys still moving, for the coordinator to look at again."""
     lo, hi = bucket_range(bucket, buckets)
     fields = [fm.field for fm in mapping.fields]
     dynamo: dict[str, tuple[str, str, int | None]] = {
@@ -548,11 +596,35 @@ def bucket_compare(
         )  # fmt: skip
     del dynamo
 
-    report.drifted = len(drifts)
+    deferred: list[dict[str, Any]] = []
+    # An item whose key the mapping refuses can never be applied, and its spilled key is
+    # only a stand-in that no lookup would find: drift as it is, not looked at again.
+    invalid = [d for d in drifts if d.error == INVALID_KEY]
+    drifts = [d for d in drifts if d.error != INVALID_KEY]
+    if drifts:
+        finished = scan_finished if scan_finished is not None else time.time()
+        scanned = {d.key: _seen_by_scan(d, finished) for d in drifts}
+        _sleep_until(finished + _settle(options))
+        drifts, deferred = _recheck_first(mapping, scanned, report)
+    drifts += invalid
+    _drifts_report(report, drifts, [], mapping=mapping, options=options, on_action=on_action)
+    return {**report.as_dict(), "deferred": deferred}
+
+
+def _drifts_report(
+    report: MappingReport,
+    drifts: list[_Drift],
+    in_flight: list[_Drift],
+    *,
+    mapping: Mapping,
+    options: ReconcileOptions,
+    on_action: Callable[[str], None] | None,
+) -> None:
+    """Count, repair (when asked) and sample the drift found; count and sample in flight."""
+    report.drifted += len(drifts)
     for drift in drifts:
         # A key present in a store while its key state says "removed" is flagged whatever
         # else is wrong with it; its primary kind is still counted once.
-        drift.tombstoned = drift.key in tombstones
         report.counts[drift.kind] += 1
         if drift.tombstoned and drift.kind != "tombstoned":
             report.counts["tombstoned"] += 1
@@ -567,6 +639,230 @@ def bucket_compare(
             key=lambda d: d.key,
         )[: options.samples]
         report.samples[kind] = [d.sample() for d in chosen]
+    report.counts["in_flight"] += len(in_flight)
+    chosen = sorted(in_flight, key=lambda d: d.key)[: options.samples]
+    report.samples["in_flight"] = [d.sample() for d in chosen]
+
+
+# --- recheck: a candidate is looked at again before it is reported (module docstring) -----
+
+
+def settle_default(*, now=None) -> float:
+    """RECONCILE_SETTLE_SECONDS when set, else SETTLE_FACTOR x the sync lag p99 of the last
+    hour, within [SETTLE_MIN, SETTLE_MAX]."""
+    from django.conf import settings
+
+    from syncer.dashboard import lag_summary_get
+
+    if getattr(settings, "RECONCILE_SETTLE_SECONDS", None) is not None:
+        return settings.RECONCILE_SETTLE_SECONDS
+    lag = lag_summary_get(now=now)
+    if lag.p99 is None:
+        return SETTLE_UNMEASURED
+    return round(min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_FACTOR * lag.p99)), 2)
+
+
+def _settle(options: ReconcileOptions) -> float:
+    return options.settle if options.settle is not None else settle_default()
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.time()
+    if delay > 0:
+        _sleep(delay)
+
+
+_sleep = time.sleep  # tests replace it to act "while reconcile waits"
+
+
+@dataclass
+class _Seen:
+    """What one look (the scan, or a recheck) saw of a key in DynamoDB, and by when."""
+
+    present: bool
+    version: int | None
+    text: str  # mapped values as canonical JSON text, or the mapping's error
+    at: float  # epoch seconds at which the look had ended
+
+
+def _seen_by_scan(drift: _Drift, finished: float) -> _Seen:
+    present = drift.kind != "missing_in_dynamo"
+    text = drift.error or (_canonical_text(drift.dynamo) if drift.dynamo is not None else "")
+    return _Seen(present=present, version=drift.version if present else None, text=text,
+                 at=finished)  # fmt: skip
+
+
+@dataclass
+class _Look:
+    """One look at a key: MySQL's row and key state, then DynamoDB (consistent)."""
+
+    key: str
+    pk: Any
+    mysql: dict[str, Any] | None
+    mysql_text: str | None
+    dynamo: _Seen
+    error: str
+    applied_version: int | None  # the key state's item version
+    deleted: bool  # the key state is a tombstone
+    applied_time: float | None  # epoch: stream time of the last applied change
+
+
+def _look(mapping: Mapping, keys: list[str]) -> dict[str, _Look]:
+    """MySQL first, DynamoDB after: whatever MySQL holds then was already in DynamoDB."""
+    from syncer.backfill import dynamo_items_fetch
+
+    model = mapping.get_model()
+    fields = [fm.field for fm in mapping.fields]
+    rows: dict[str, tuple[Any, str]] = {}
+    states: dict[str, KeyState] = {}
+    for start in range(0, len(keys), MYSQL_CHUNK):
+        chunk = keys[start : start + MYSQL_CHUNK]
+        for pk, key, *values in model.objects.filter(
+            **{f"{mapping.key_field}__in": chunk}
+        ).values_list("pk", mapping.key_field, *fields):
+            rows[key] = (pk, _canonical_text(dict(zip(fields, values, strict=True))))
+        states.update(
+            (s.key, s) for s in KeyState.objects.filter(mapping=mapping.name, key__in=chunk)
+        )
+    items = dynamo_items_fetch(mapping=mapping, keys=keys)
+    at = time.time()
+    looks = {}
+    for key in keys:
+        item = items.get(key)
+        values, error, version = "", "", None
+        if item is not None:
+            _, _, _, _, _, values, error, version = _spill_row(0, mapping, 0, item)
+        pk, mysql_text = rows.get(key, (None, None))
+        state = states.get(key)
+        stamp = (state.source_time or state.applied_at) if state is not None else None
+        looks[key] = _Look(
+            key=key,
+            pk=pk,
+            mysql=json.loads(mysql_text) if mysql_text is not None else None,
+            mysql_text=mysql_text,
+            dynamo=_Seen(
+                present=item is not None, version=version, text=error or values, at=at
+            ),  # fmt: skip
+            error=error,
+            applied_version=state.item_version if state is not None else None,
+            deleted=bool(state and state.deleted),
+            applied_time=stamp.timestamp() if stamp is not None else None,
+        )
+    return looks
+
+
+def _look_drift(look: _Look, mapping: Mapping) -> _Drift | None:
+    """The drift one look shows (None: the stores agree), as the compare would report it."""
+    seen = look.dynamo
+    dynamo = json.loads(seen.text) if seen.present and not look.error else None
+    if look.pk is None and not seen.present:
+        return None
+    if look.pk is None:
+        drift = _Drift("missing_in_mysql", look.key, dynamo=dynamo, version=seen.version,
+                       error=look.error)  # fmt: skip
+    elif not seen.present:
+        drift = _Drift("missing_in_dynamo", look.key, pk=look.pk, mysql=look.mysql)
+    elif look.error:
+        drift = _Drift("different", look.key, pk=look.pk, mysql=look.mysql,
+                       version=seen.version, error=look.error)  # fmt: skip
+    else:
+        differ = [fm.field for fm in mapping.fields
+                  if look.mysql.get(fm.field) != dynamo.get(fm.field)]  # fmt: skip
+        if not differ and not look.deleted:
+            return None
+        kind = "different" if differ else "tombstoned"
+        drift = _Drift(kind, look.key, pk=look.pk, mysql=look.mysql, dynamo=dynamo,
+                       version=seen.version, fields=differ)  # fmt: skip
+    drift.tombstoned = look.deleted
+    return drift
+
+
+def _caught_up(prev: _Seen, look: _Look) -> bool:
+    """Has MySQL applied (at least) what the previous look saw in DynamoDB?"""
+    if prev.present and prev.version is not None:
+        return (
+            not look.deleted
+            and look.applied_version is not None
+            and look.applied_version >= prev.version
+        )
+    if not prev.present and look.deleted:
+        return True  # the removal the previous look saw was applied
+    # No version to go by: a change applied whose stream time is after the previous look.
+    return look.applied_time is not None and look.applied_time >= prev.at
+
+
+def _verdict(prev: _Seen, look: _Look, drift: _Drift | None) -> str:
+    """One of settled, drift or moving (rules 1, 3-5 of the module docstring)."""
+    if drift is None:
+        return "settled"  # rule 1
+    now = look.dynamo
+    if (now.present, now.version, now.text) == (prev.present, prev.version, prev.text):
+        return "drift"  # rule 3: DynamoDB did not move, MySQL still differs
+    if look.deleted and look.pk is not None:
+        return "drift"  # rule 3: a row the sync says was removed
+    if now.version is not None and look.applied_version == now.version:
+        return "drift"  # rule 3: the sync applied this very version, MySQL differs anyway
+    if not _caught_up(prev, look):
+        return "drift"  # rule 4: what the previous look saw was not applied within settle
+    return "moving"  # rule 5
+
+
+def _recheck_first(
+    mapping: Mapping, scanned: dict[str, _Seen], report: MappingReport
+) -> tuple[list[_Drift], list[dict[str, Any]]]:
+    """The first look after the compare: counts settled keys in `report`, returns the drift
+    and the keys still moving (JSON, for the coordinator's next look)."""
+    looks = _look(mapping, list(scanned))
+    drifts, deferred = [], []
+    for key, prev in scanned.items():
+        look = looks[key]
+        drift = _look_drift(look, mapping)
+        verdict = _verdict(prev, look, drift)
+        if verdict == "settled":
+            report.counts["settled"] += 1
+        elif verdict == "drift":
+            drifts.append(drift)
+        else:
+            deferred.append({"key": key, "seen": look.dynamo.__dict__})
+    return drifts, deferred
+
+
+def recheck_deferred(
+    *,
+    mapping: Mapping,
+    deferred: list[dict[str, Any]],
+    options: ReconcileOptions,
+    on_action: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Look again, `settle` after the previous look, at the keys that were still moving;
+    returns a partial report. A key found moving again within 2 x settle of its previous
+    look is in flight (rule 5); after RECHECK_ROUNDS looks in all, so is one still moving."""
+    settle = _settle(options)
+    report = MappingReport(mapping=mapping.name)
+    drifts: list[_Drift] = []
+    in_flight: list[_Drift] = []
+    pending = {d["key"]: _Seen(**d["seen"]) for d in deferred}
+    for look_number in range(2, RECHECK_ROUNDS + 1):
+        if not pending:
+            break
+        _sleep_until(max(s.at for s in pending.values()) + settle)
+        looks = _look(mapping, sorted(pending))
+        moving: dict[str, _Seen] = {}
+        for key, prev in pending.items():
+            look = looks[key]
+            drift = _look_drift(look, mapping)
+            verdict = _verdict(prev, look, drift)
+            if verdict == "settled":
+                report.counts["settled"] += 1
+            elif verdict == "drift":
+                drifts.append(drift)
+            elif look.dynamo.at - prev.at <= 2 * settle or look_number == RECHECK_ROUNDS:
+                in_flight.append(drift)
+            else:
+                moving[key] = look.dynamo  # the previous look was long ago: once more
+        pending = moving
+    _drifts_report(report, drifts, in_flight, mapping=mapping, options=options,
+                   on_action=on_action)  # fmt: skip
     return report.as_dict()
 
 
@@ -602,6 +898,9 @@ def _repair(mapping: Mapping, drift: _Drift, options: ReconcileOptions) -> tuple
     if _pending_outbox(mapping, drift):
         return "skipped", f"skipped, a legacy write is pending in the outbox ({plan})"
     if options.dry_run:
+        if drift.error and (options.repair == "to-mysql" or drift.kind == "tombstoned"):
+            # What the real run would do: map the item the recheck read (consistently).
+            return "would_fail", f"would fail: {drift.error} ({plan})"
         return "would_repair", f"would {plan}"
     try:
         if options.repair == "to-mysql" or drift.kind == "tombstoned":
@@ -787,6 +1086,8 @@ def reconcile_run(
     `progress(phase, done, total)` is called as segments and buckets complete (and per
     scanned page locally, with total 0 when unknown)."""
     options_validate(options)
+    if options.settle is None:
+        options = replace(options, settle=settle_default())
     run = ReconcileRun.objects.create(options={**options.as_dict(), "distributed": distributed})
     reports = []
     try:
@@ -802,8 +1103,21 @@ def reconcile_run(
                 segments=options.segments,
                 buckets=len(partials),
             )
+            deferred = []
             for partial in partials:
                 report.merge(partial, samples=options.samples)
+                deferred += partial.get("deferred", [])
+            if deferred:
+                if progress:
+                    progress("recheck", 0, len(deferred))
+                report.merge(
+                    recheck_deferred(
+                        mapping=mapping, deferred=deferred, options=options, on_action=on_action
+                    ),
+                    samples=options.samples,
+                )
+                if progress:
+                    progress("recheck", len(deferred), len(deferred))
             report.merge(
                 unkeyed_compare(mapping=mapping, options=options, on_action=on_action),
                 samples=options.samples,
@@ -819,12 +1133,13 @@ def reconcile_run(
 
 def _run_local(run, mapping, options, progress, on_action, page_source) -> list[dict]:
     scanned = 0
+    expected = _item_count(mapping) if progress else 0
 
     def scan_progress(_phase: str, n: int) -> None:
         nonlocal scanned
         scanned += n
         if progress:
-            progress("scan", scanned, 0)
+            progress("scan", scanned, max(expected, scanned))
 
     _scan_parallel(
         run_id=run.pk,
@@ -833,6 +1148,9 @@ def _run_local(run, mapping, options, progress, on_action, page_source) -> list[
         source=page_source or dynamo_scan_pages,
         progress=scan_progress,
     )
+    scan_finished = time.time()
+    if progress:
+        progress("scan", scanned, scanned)
     # After the scan, never during it: a row the sync wrote while the scan ran is seen.
     rows = mysql_keys_snapshot(run_id=run.pk, mapping=mapping)
     buckets = _buckets_for(mapping, run.pk, options, rows)
@@ -845,6 +1163,7 @@ def _run_local(run, mapping, options, progress, on_action, page_source) -> list[
             buckets=buckets,
             options=options,
             on_action=on_action,
+            scan_finished=scan_finished,
         )
         _task_record(run, mapping, ReconcileTask.Phase.COMPARE, bucket, partial)
         partials.append(partial)
@@ -856,12 +1175,24 @@ def _run_local(run, mapping, options, progress, on_action, page_source) -> list[
 # --- distributed: the same steps as Celery tasks -----------------------------------------
 
 
-def _send(task_name: str, kwargs: dict[str, Any]) -> None:
+def _item_count(mapping: Mapping) -> int:
+    """DynamoDB's item count of the table (approximate in AWS: updated about every six
+    hours), only for the progress display; 0 when it cannot be read."""
+    from syncer.aws import dynamodb_client
+
+    try:
+        table = dynamodb_client().describe_table(TableName=mapping.table_name)["Table"]
+    except Exception:  # noqa: BLE001 - progress only; the scan reports real errors
+        return 0
+    return int(table.get("ItemCount") or 0)
+
+
+def _send(task_name: str, kwargs: dict[str, Any], countdown: float | None = None) -> None:
     from django.conf import settings
 
     from config.celery import app
 
-    app.send_task(task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME)
+    app.send_task(task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME, countdown=countdown)
 
 
 def _wait(run, mapping, phase: str, total: int, progress, timeout: float) -> list[ReconcileTask]:
@@ -893,10 +1224,24 @@ def _run_distributed(run, mapping, options, progress, timeout) -> list[dict]:
     for segment in range(options.segments):
         _send(SCAN_TASK_NAME, {**common, "segment": segment})
     _wait(run, mapping, ReconcileTask.Phase.SCAN, options.segments, progress, timeout)
+    scan_finished = time.time()
+    # The compare tasks find when the scan ended in the run's record (they look again at
+    # what differs no sooner than settle after it).
+    run.options = {**run.options, "scan_finished": {
+        **run.options.get("scan_finished", {}), mapping.name: scan_finished}}  # fmt: skip
+    run.save(update_fields=["options"])
     rows = mysql_keys_snapshot(run_id=run.pk, mapping=mapping)  # as in _run_local
     buckets = _buckets_for(mapping, run.pk, options, rows)
+    # A countdown, not a sleep in the task: the worker holds the message until then
+    # without taking a process the sync's own tasks need (a blocked apply would turn
+    # changes in flight into drift).
+    countdown = max(0.0, scan_finished + _settle(options) - time.time())
     for bucket in range(buckets):
-        _send(COMPARE_TASK_NAME, {**common, "bucket": bucket, "buckets": buckets})
+        _send(
+            COMPARE_TASK_NAME,
+            {**common, "bucket": bucket, "buckets": buckets},
+            countdown=countdown or None,
+        )
     tasks = _wait(run, mapping, ReconcileTask.Phase.COMPARE, buckets, progress, timeout)
     return [t.result for t in tasks]
 
@@ -959,12 +1304,19 @@ def bucket_compare_task(*, run_id: int, mapping: str, bucket: int, buckets: int)
     """Celery entry point: compare (and repair) one bucket of a distributed run."""
     options = _run_options(run_id)
     resolved = registry.get(mapping)
+    stored = ReconcileRun.objects.get(pk=run_id).options
+    scan_finished = stored.get("scan_finished", {}).get(mapping)
     return _task_guard(
         run_id,
         mapping,
         ReconcileTask.Phase.COMPARE,
         bucket,
         lambda: bucket_compare(
-            run_id=run_id, mapping=resolved, bucket=bucket, buckets=buckets, options=options
+            run_id=run_id,
+            mapping=resolved,
+            bucket=bucket,
+            buckets=buckets,
+            options=options,
+            scan_finished=scan_finished,
         ),
     )

@@ -157,6 +157,8 @@ DYNAMO_READ_TIMEOUT = env.float("DYNAMO_READ_TIMEOUT", default=5.0)
 DYNAMO_MAX_RETRIES = env.int("DYNAMO_MAX_RETRIES", default=2)
 # Reconcile's Scan pages (1 MB each) are a batch job's reads: a longer read timeout.
 DYNAMO_SCAN_READ_TIMEOUT = env.float("DYNAMO_SCAN_READ_TIMEOUT", default=60.0)
+# reconcile's settle time when --settle is not given; unset: from the measured sync lag.
+RECONCILE_SETTLE_SECONDS = env.float("RECONCILE_SETTLE_SECONDS", default=None)
 
 SYNC_QUEUE_NAME = env("SYNC_QUEUE_NAME", default="backsync-changes.fifo")
 SYNC_DLQ_NAME = env("SYNC_DLQ_NAME", default="backsync-changes-dlq.fifo")

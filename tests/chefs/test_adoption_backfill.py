@@ -44,7 +44,8 @@ def test_legacy_rows_get_keys_reach_dynamo_and_reconcile_in_sync(legacy_database
 
     backfill = manage(env, "backfill", "--to", "dynamo", "--batch-size", "25")
     assert backfill.returncode == 0, backfill.stderr
-    assert "61 read, 61 written, 61 given a key, 0 skipped" in backfill.stdout
+    assert "61 read, 61 written, 0 already current, 0 kept" in backfill.stdout
+    assert "0 failed, 61 given a key" in backfill.stdout
 
     after = manage(env, "reconcile", "--format", "json")
     assert after.returncode == 0, after.stdout + after.stderr

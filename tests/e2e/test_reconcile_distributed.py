@@ -12,6 +12,12 @@ from tests.syncer.test_reconcile import seed_drift
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(autouse=True)
+def _no_settle(settings):
+    # No traffic here: what differs is looked at again at once (see test_reconcile_traffic).
+    settings.RECONCILE_SETTLE_SECONDS = 0.0
+
+
 def reconcile_json(*argv) -> tuple[int, dict]:
     out = io.StringIO()
     try:

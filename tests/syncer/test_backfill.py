@@ -54,19 +54,27 @@ def test_to_mysql_loads_every_item_once_in_batches(db, aws):
     dynamodb_client().put_item(
         TableName="chef", Item={"ChefId": {"S": "Bad"}, "firstName": {"N": "1"}}
     )
-    out = io.StringIO()
-    call_command("backfill", "--to", "mysql", "--batch-size", "7", stdout=out)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_:  # the item the mapping refuses failed: 1
+        call_command("backfill", "--to", "mysql", "--batch-size", "7", stdout=out, stderr=err)
+    assert exit_.value.code == 1
     assert Chef.objects.count() == 30
     assert Chef.objects.get(chef_id="Last3#First3").first_name == "First3"
     assert set(KeyState.objects.values_list("item_version", flat=True)) == {1}
     text = out.getvalue()
-    assert "30 written, 0 given a key, 1 skipped" in text and "'key': 'Bad'" in text
-    assert text.count("chef -> mysql: ") >= 5  # progress after each batch
+    assert "31 read, 30 written, 0 already current, 0 kept" in text and "1 failed" in text
+    assert "  failed: {'key': 'Bad', 'error': 'firstName: expected type S, got N'" in text
+    assert "chef: 1 item(s) failed (first ones above); exit status 1" in text
+    # Progress (stderr, not a terminal): the line at the end of the phase, with the total.
+    assert "chef -> mysql: 31/~31 items (100%)" in err.getvalue()
 
     with pytest.raises(CommandError, match="pass --restart"):
         call_command("backfill", "--to", "mysql", stdout=io.StringIO())
     put_items(5, start=0, version=2)  # newer versions of five items
-    call_command("backfill", "--to", "mysql", "--restart", stdout=io.StringIO())
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("backfill", "--to", "mysql", "--restart", stdout=out)
+    assert "31 read, 5 written, 25 already current, 0 kept" in out.getvalue()
     assert Chef.objects.count() == 30  # no duplicates
     assert KeyState.objects.filter(item_version=2).count() == 5
 
@@ -116,7 +124,8 @@ def test_to_dynamo_keys_legacy_rows_and_never_overwrites(db, aws):
         "Brown",
         "Nameless",
     ]
-    errors = " ".join(s["error"] for s in result.samples)
+    assert (result.kept, result.failed) == (1, 2)
+    errors = " ".join(s["error"] for s in result.samples["failed"])
     assert "key already held by another row" in errors and "firstName: missing" in errors
     checkpoint = BackfillCheckpoint.objects.get(mapping="chef", direction="dynamo")
     assert checkpoint.finished and checkpoint.items_read == 5
@@ -196,3 +205,51 @@ def test_existing_items_with_the_rows_values_get_their_version_recorded(aws):
     versions = dict(KeyState.objects.values_list("key", "item_version"))
     assert versions.get("Row#Same") == 3
     assert versions.get("Row#Other") is None  # not ours: left for reconcile
+
+
+def put_unversioned(key: str, first: str) -> None:
+    dynamodb_client().put_item(
+        TableName="chef",
+        Item={"ChefId": {"S": key}, "firstName": {"S": first}, "lastName": {"S": "Plain"}},
+    )
+
+
+def test_to_mysql_writes_an_item_without_a_version_only_for_a_key_never_seen(db, aws):
+    """Rule: an unversioned item cannot be ordered against MySQL, so it is written only for a
+    key without a key state (a first load); a known key is left to the stream."""
+    put_unversioned("Plain#A", "A")
+    first = backfill_run(mapping=CHEF_MAPPING, direction="mysql")
+    assert (first.written, first.current, first.kept) == (1, 0, 0)
+    stamp = KeyState.objects.get(key="Plain#A").applied_at
+
+    again = backfill_run(mapping=CHEF_MAPPING, direction="mysql", restart=True)
+    assert (again.written, again.current, again.kept) == (0, 1, 0)  # not written again
+    assert KeyState.objects.get(key="Plain#A").applied_at == stamp
+
+    put_unversioned("Plain#A", "Changed")  # (no stream here) and a key never seen
+    put_unversioned("Plain#B", "B")
+    out = io.StringIO()
+    call_command("backfill", "--to", "mysql", "--restart", stdout=out)  # exit 0: none failed
+    assert dict(Chef.objects.values_list("chef_id", "first_name")) == {
+        "Plain#A": "A",  # kept: never overwritten without a version
+        "Plain#B": "B",
+    }
+    text = out.getvalue()
+    assert "2 read, 1 written, 0 already current, 1 kept" in text
+    assert "  kept: {'key': 'Plain#A'" in text and "reconcile --repair to-mysql" in text
+
+
+def test_exit_status_1_only_when_items_failed_2_on_errors(db, aws):
+    Chef.objects.create(chef_id="Flay#Bobby", first_name="Bobby", last_name="Flay")
+    call_command("backfill", "--to", "dynamo", stdout=io.StringIO())  # returns: status 0
+    Chef.objects.create(first_name=None, last_name="Nameless")  # the mapping cannot carry it
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("backfill", "--to", "dynamo", "--restart", stdout=out)
+    assert exit_.value.code == 1
+    text = out.getvalue()
+    assert "1 already current" in text and "1 failed" in text
+    assert "  failed: {'pk': " in text and "firstName: missing" in text
+    with pytest.raises(CommandError) as err:
+        call_command("backfill", "--to", "dynamo", stdout=io.StringIO())  # finished already
+    assert err.value.returncode == 2

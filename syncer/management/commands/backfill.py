@@ -1,12 +1,17 @@
 """Initial load of one store from the other: batched, throttled, resumable."""
 
+import sys
+
 from django.core.management.base import BaseCommand, CommandError
 
 from syncer.audit import audit_record, command_actor
 from syncer.aws import DynamoUnavailable
 from syncer.backfill import BackfillError, BackfillResult, backfill_run
 from syncer.models import AuditEntry
+from syncer.progress import Progress
 from syncer.reconcile import ReconcileError, mappings_resolve
+
+EXIT_DONE, EXIT_FAILED_ITEMS, EXIT_ERROR = 0, 1, 2
 
 
 class Command(BaseCommand):
@@ -15,7 +20,8 @@ class Command(BaseCommand):
         "DynamoDB into MySQL; --to dynamo writes MySQL rows absent in DynamoDB (rows without "
         "a key, as in an adopted legacy table, get one from the mapping's key rule). Existing "
         "items are never overwritten. Progress is checkpointed after every batch: after an "
-        "interruption, run the same command again to continue (--restart starts over)."
+        "interruption, run the same command again to continue (--restart starts over). "
+        "Exit status: 0 = done, 1 = done but some items failed (listed), 2 = error."
     )
 
     def add_arguments(self, parser):
@@ -32,63 +38,94 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Count what would be read; write nothing."
         )
 
+    def execute(self, *args, **options):
+        # 1 means "some items failed"; a run that could not go on is 2.
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            exc.returncode = EXIT_ERROR
+            raise
+
     def handle(self, *args, **options):
         try:
             mappings = mappings_resolve(options["mappings"])
         except ReconcileError as exc:
             raise CommandError(str(exc)) from exc
         verbosity = options["verbosity"]
-
-        def progress(result: BackfillResult) -> None:
-            if verbosity >= 1:
-                self.stdout.write(
-                    f"{result.mapping} -> {result.direction}: {result.read} read, "
-                    f"{result.written} written, {result.skipped} skipped"
-                )
-                self.stdout.flush()
-
+        direction = options["to"]
+        failed = 0
         for mapping in mappings:
+            # Progress on stderr, unstyled: a bar on a terminal, else a line every few
+            # seconds. To MySQL the total is DynamoDB's approximate item count.
+            progress = Progress(
+                self.stderr._out,
+                enabled=verbosity >= 1 and not options["dry_run"],
+                approximate=lambda _phase: direction == "mysql",
+            )
+            phase = f"{mapping.name} -> {direction}"
+
+            def on_batch(result: BackfillResult, progress=progress, phase=phase) -> None:
+                progress.update(phase, result.read, max(result.total, result.read))
+
             try:
                 result = backfill_run(
                     mapping=mapping,
-                    direction=options["to"],
+                    direction=direction,
                     batch_size=options["batch_size"],
                     rate=options["rate"],
                     restart=options["restart"],
                     dry_run=options["dry_run"],
-                    progress=progress,
+                    progress=on_batch,
                 )
             except (BackfillError, DynamoUnavailable) as exc:
                 if not options["dry_run"]:
                     self._audit(mapping.name, options["to"], AuditEntry.Outcome.FAILED, str(exc))
                 raise CommandError(f"{mapping.name}: {exc}") from exc
+            finally:
+                progress.close()
             if not options["dry_run"]:
                 self._audit(
                     mapping.name,
                     options["to"],
-                    AuditEntry.Outcome.OK,
-                    f"{result.read} read, {result.written} written, {result.keyed} given a key, "
-                    f"{result.skipped} skipped (existing items are never overwritten)",
+                    AuditEntry.Outcome.PARTIAL if result.failed else AuditEntry.Outcome.OK,
+                    f"{result.read} read, {result.written} written, {result.current} already "
+                    f"current, {result.kept} kept, {result.failed} failed, "
+                    f"{result.keyed} given a key",
                     count=result.written,
                 )
             if options["dry_run"]:
                 self.stdout.write(
-                    f"{mapping.name} -> {options['to']}: would read about {result.read} "
+                    f"{mapping.name} -> {direction}: would read about {result.read} "
                     f"item(s)" + (f", {result.keyed} row(s) without a key" if result.keyed else "")
                 )
                 continue
-            style = self.style.WARNING if result.skipped else self.style.SUCCESS
+            failed += result.failed
             if verbosity >= 1:
-                self.stdout.write(
-                    style(
-                        f"{mapping.name} -> {options['to']}: done"
-                        f"{' (resumed)' if result.resumed else ''}; {result.read} read, "
-                        f"{result.written} written, {result.keyed} given a key, "
-                        f"{result.skipped} skipped"
-                    )
+                self._write_result(mapping.name, direction, result)
+        if failed:
+            sys.exit(EXIT_FAILED_ITEMS)
+
+    def _write_result(self, name: str, direction: str, result: BackfillResult) -> None:
+        style = self.style.WARNING if result.failed or result.kept else self.style.SUCCESS
+        self.stdout.write(
+            style(
+                f"{name} -> {direction}: done{' (resumed)' if result.resumed else ''}; "
+                f"{result.read} read, {result.written} written, {result.current} already "
+                f"current, {result.kept} kept (other values, not overwritten), "
+                f"{result.failed} failed, {result.keyed} given a key"
+            )
+        )
+        for outcome in ("failed", "kept", "current"):
+            for sample in result.samples[outcome]:
+                self.stdout.write(f"  {outcome}: {sample}")
+        if result.failed:
+            self.stdout.write(
+                self.style.ERROR(
+                    f"{name}: {result.failed} item(s) failed"
+                    + (" (first ones above)" if result.samples["failed"] else "")
+                    + "; exit status 1"
                 )
-                for sample in result.samples:
-                    self.stdout.write(f"  skipped: {sample}")
+            )
 
     @staticmethod
     def _audit(mapping: str, to: str, outcome: str, detail: str, *, count: int = 0) -> None:

@@ -9,9 +9,10 @@ from django.core.management.base import BaseCommand, CommandError
 from syncer.audit import AuditResult, audited, command_actor
 from syncer.aws import DynamoUnavailable
 from syncer.models import AuditEntry
+from syncer.progress import Progress
 from syncer.reconcile import (
-    DRIFT_KINDS,
     REPAIR_DIRECTIONS,
+    SAMPLED_KINDS,
     ReconcileError,
     ReconcileOptions,
     ReconcileReport,
@@ -23,6 +24,8 @@ EXIT_IN_SYNC, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
 KIND_LABELS = {
     "equal": "equal",
+    "settled": "in flight (settled)",
+    "in_flight": "in flight (still moving)",
     "missing_in_mysql": "missing in MySQL",
     "missing_in_dynamo": "missing in DynamoDB",
     "different": "different",
@@ -36,7 +39,8 @@ class Command(BaseCommand):
         "Compare each mapped DynamoDB table (parallel Scan) with its MySQL table, field by "
         "field through the mapping, and report what differs; optionally repair it. "
         "Exit status, like diff: 0 = in sync (or every difference was repaired), "
-        "1 = drift found, 2 = error."
+        "1 = drift found, 2 = error. Under traffic, what differs is looked at again after "
+        "--settle seconds: changes still in flight are counted as such, never as drift."
     )
 
     def add_arguments(self, parser):
@@ -81,6 +85,15 @@ class Command(BaseCommand):
             default=3600.0,
             help="--distributed: seconds to wait for each phase's tasks (default 3600).",
         )
+        parser.add_argument(
+            "--settle",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Look again at what differs no sooner than this after the scan, so changes "
+            "in flight reach MySQL first. Default: 4 x the sync lag p99 of the last hour, "
+            "between 2 and 60 (10 when nothing was applied in that hour).",
+        )
         parser.add_argument("--format", choices=("text", "json"), default="text")
 
     def execute(self, *args, **options):
@@ -109,23 +122,24 @@ class Command(BaseCommand):
             samples=options["samples"],
             repair=options["repair"],
             dry_run=options["dry_run"],
+            settle=options["settle"],
         )
+        if reconcile_options.settle is not None and not 0 <= reconcile_options.settle <= 3600:
+            raise CommandError("--settle must be between 0 and 3600 seconds")
         mappings = mappings_resolve(options["mappings"])
-        show_progress = verbosity > 0 and self.stderr.isatty()
         as_text = options["format"] == "text"
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if not show_progress:
-                return
-            if total:
-                width = 30
-                filled = width * done // total
-                bar = "#" * filled + "." * (width - filled)
-                self.stderr.write(f"\r{phase:8} [{bar}] {done}/{total}", ending="")
-            else:
-                self.stderr.write(f"\r{phase:8} {done} items", ending="")
-            if total and done >= total:
-                self.stderr.write("")
+        # Progress on stderr (stdout is the report), unstyled: a bar on a terminal, else a
+        # plain line every few seconds. The scan's total is DynamoDB's approximate count.
+        progress = Progress(
+            self.stderr._out,
+            enabled=verbosity > 0,
+            unit={
+                "scan": "segments" if options["distributed"] else "items",
+                "compare": "buckets",
+                "recheck": "keys",
+            },
+            approximate=lambda phase: phase == "scan" and not options["distributed"],
+        )
 
         def on_action(line: str) -> None:
             # Every planned or made change, on stdout in text mode (stderr next to JSON).
@@ -144,14 +158,17 @@ class Command(BaseCommand):
             else nullcontext(AuditResult())
         )
         with audit as audit_result:
-            report = reconcile_run(
-                mappings=mappings,
-                options=reconcile_options,
-                distributed=options["distributed"],
-                progress=progress,
-                on_action=on_action,
-                timeout=options["timeout"],
-            )
+            try:
+                report = reconcile_run(
+                    mappings=mappings,
+                    options=reconcile_options,
+                    distributed=options["distributed"],
+                    progress=progress.update,
+                    on_action=on_action,
+                    timeout=options["timeout"],
+                )
+            finally:
+                progress.close()
             audit_result.count = sum(m.drifted for m in report.mappings)
             audit_result.failed = report.unrepaired
             audit_result.detail = f"run {report.run_id}; " + "; ".join(
@@ -159,8 +176,6 @@ class Command(BaseCommand):
                 + ", ".join(f"{k}={v}" for k, v in m.repairs.items())
                 for m in report.mappings
             )
-        if show_progress:
-            self.stderr.write("")
         if options["format"] == "json":
             self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
         elif verbosity > 0:
@@ -185,8 +200,14 @@ class Command(BaseCommand):
             if report.options.get("repair"):
                 done = ", ".join(f"{k}={v}" for k, v in m.repairs.items() if v)
                 self.stdout.write(f"  repair: {done or 'nothing to do'}")
-            for kind in DRIFT_KINDS:
+            for kind in SAMPLED_KINDS:
                 for sample in m.samples[kind]:
                     self.stdout.write(f"  [{KIND_LABELS[kind]}] {json.dumps(sample, default=str)}")
+        settled = sum(m.counts["settled"] + m.counts["in_flight"] for m in report.mappings)
+        if settled or verbosity > 1:
+            self.stdout.write(
+                f"{settled} key(s) in flight were looked at again after "
+                f"{report.options['settle']}s and not counted as drift (--settle)"
+            )
         if verbosity > 1:
             self.stdout.write(f"run {report.run_id}")
