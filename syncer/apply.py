@@ -27,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from syncer import metrics
+from syncer.capture import sync_writes_mark
 from syncer.changes import EVENT_NAMES
 from syncer.models import AppliedChange, FailedChange, KeyState
 from syncer.registry import Mapping, MappingError, registry
@@ -407,6 +408,7 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     keys = sorted(newest)
 
     name = mapping.name
+    sync_writes_mark()  # the capture triggers skip the sync's own writes (no echo)
     with connection.cursor() as cur:
         values = SqlValues()
         lead = values.lead(name, db_now)

@@ -29,6 +29,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncer.aws import dynamo_errors, dynamodb_client
+from syncer.capture import sync_writes_mark
 from syncer.models import BackfillCheckpoint, KeyState
 from syncer.registry import Mapping, MappingError
 
@@ -199,6 +200,7 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
     now = timezone.now()
     keys = sorted(parsed)
     with transaction.atomic():
+        sync_writes_mark()  # DynamoDB's items loaded: not legacy writes to capture
         KeyState.objects.bulk_create(
             [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
             ignore_conflicts=True,
@@ -263,6 +265,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
     """Give the rows without a key their key (mapping.key_rule), committed before any
     DynamoDB write, so a crash in between leaves keyed rows that a rerun writes."""
     model = mapping.get_model()
+    sync_writes_mark()  # keys are the sync's bookkeeping, not legacy edits
     for row in batch:
         if row[mapping.key_field]:
             continue

@@ -30,6 +30,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from syncer import metrics
 from syncer.apply import image_fetch
+from syncer.capture import sync_writes_mark
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.registry import Mapping, MappingError, registry
 
@@ -185,6 +186,7 @@ def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     """
     model = mapping.get_model()
     with transaction.atomic():
+        sync_writes_mark()  # DynamoDB's state written back: not a legacy write to capture
         state = _state_locked(mapping, key)
         image = _current_item(mapping, key)
         rows = model.objects.filter(**{mapping.key_field: key})
@@ -354,6 +356,7 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
             return "retry"
         try:
             with transaction.atomic():
+                sync_writes_mark()  # the key is the sync's bookkeeping, not a legacy edit
                 model.objects.filter(pk=row.pk).update(**{mapping.key_field: key})
         except IntegrityError:
             # Another legacy row already holds this key: keep this one unkeyed and show it.

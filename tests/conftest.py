@@ -3,11 +3,24 @@ import os
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.backends.signals import connection_created
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from syncer.capture import sync_writes_mark
 from tests.factories import UserFactory
 from tests.procs import ManagedProcess, relay_argv, worker_argv
+
+
+def _mark_test_connection(sender, connection, **kwargs) -> None:
+    # In the test process, rows written straight through the ORM are fixtures: MySQL as the
+    # sync left it (or drift made behind its back). The capture triggers skip them, as they
+    # skip the sync's writes; the legacy services (legacy_write) and plain client
+    # connections (tests/syncer/test_capture.py) are captured as in production.
+    sync_writes_mark(conn=connection)
+
+
+connection_created.connect(_mark_test_connection, dispatch_uid="backsync-tests-sync-mark")
 
 
 @pytest.fixture
