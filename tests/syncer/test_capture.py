@@ -117,6 +117,8 @@ def test_the_second_mapping_has_its_triggers(sql):
         ("gadget", "g-1", {"name": "Gizmo", "count": 3, "active": True}),
         ("gadget", "", {"name": "Bare", "count": None, "active": False}),
     ]
+    # JSON booleans, not the column's 1 / 0 (which compare equal to True / False).
+    assert [type(values["active"]) for _, _, values in got] == [bool, bool]
     assert capture.triggers_present(table="testapp_gadget") == capture.trigger_names(
         "testapp_gadget"
     )
