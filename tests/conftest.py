@@ -1,5 +1,7 @@
+import contextlib
 import os
 
+import MySQLdb
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -45,6 +47,32 @@ def api_client(user) -> APIClient:
 @pytest.fixture
 def anon_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def legacy_sql(transactional_db):
+    """A plain MySQL client connection on the test database: a legacy writer that never
+    passes through Django (autocommit, as at a SQL prompt). `legacy_sql(statement)`."""
+    db = connection.settings_dict
+    conn = MySQLdb.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 3306),
+        user=db["USER"] or "root",
+        passwd=db["PASSWORD"] or "",
+        db=db["NAME"],
+        charset="utf8mb4",
+        autocommit=True,
+    )
+
+    def run(statement: str, params=None):
+        cur = conn.cursor()
+        cur.execute(statement, params)
+        return cur
+
+    run.conn = conn
+    yield run
+    with contextlib.suppress(MySQLdb.Error):  # a test may have closed it
+        conn.close()
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ services go through the same triggers with the version the editor saw."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 
-import MySQLdb
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from chefs import services
@@ -31,32 +29,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def no_enqueue(monkeypatch):
     # Publishing is driven by the tests (sweep inline); the queue path is covered end to end.
     monkeypatch.setattr("syncer.outbox.outbox_enqueue", lambda *, entry_id: None)
-
-
-@pytest.fixture
-def sql():
-    """A plain MySQL client connection on the test database: a legacy writer that never
-    passes through Django (autocommit, as a SQL prompt)."""
-    db = connection.settings_dict
-    conn = MySQLdb.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=int(db["PORT"] or 3306),
-        user=db["USER"] or "root",
-        passwd=db["PASSWORD"] or "",
-        db=db["NAME"],
-        charset="utf8mb4",
-        autocommit=True,
-    )
-
-    def run(statement: str, params=None):
-        cur = conn.cursor()
-        cur.execute(statement, params)
-        return cur
-
-    run.conn = conn
-    yield run
-    with contextlib.suppress(MySQLdb.Error):  # already closed by the test
-        conn.close()
 
 
 @pytest.fixture
@@ -82,13 +54,13 @@ def synced(key: str, first: str, last: str, version: int) -> Chef:
     return Chef.objects.create(chef_id=key, first_name=first, last_name=last)
 
 
-def test_sql_insert_update_delete_are_captured_with_the_synced_base(sql):
+def test_sql_insert_update_delete_are_captured_with_the_synced_base(legacy_sql):
     synced("Row#Synced", "Synced", "Row", 3)
-    sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
-    sql("UPDATE cheftable SET cheffirst = 'EditedBySQL' WHERE cheflast = 'Row'")
-    sql("UPDATE cheftable SET cheffirst = 'EditedBySQL' WHERE cheflast = 'Row'")  # no change
-    sql("UPDATE cheftable SET cheffirst = 'editedbysql' WHERE cheflast = 'Row'")  # case only
-    sql("DELETE FROM cheftable WHERE cheflast = 'Row'")
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
+    legacy_sql("UPDATE cheftable SET cheffirst = 'EditedBySQL' WHERE cheflast = 'Row'")
+    legacy_sql("UPDATE cheftable SET cheffirst = 'EditedBySQL' WHERE cheflast = 'Row'")  # no change
+    legacy_sql("UPDATE cheftable SET cheffirst = 'editedbysql' WHERE cheflast = 'Row'")  # case only
+    legacy_sql("DELETE FROM cheftable WHERE cheflast = 'Row'")
     assert entries() == [
         ("upsert", "", {"firstName": "Direct", "lastName": "Insert"}, None),
         ("upsert", "Row#Synced", {"firstName": "EditedBySQL", "lastName": "Row"}, 3),
@@ -102,16 +74,18 @@ def test_sql_insert_update_delete_are_captured_with_the_synced_base(sql):
     assert not OutboxEntry.objects.filter(next_attempt_at__isnull=True).exists()
 
 
-def test_an_uncommitted_sql_write_leaves_neither_row_nor_entry(sql):
-    sql.conn.autocommit(False)
-    sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Lost', 'Write')")
-    sql.conn.close()  # the writer dies before its commit
+def test_an_uncommitted_sql_write_leaves_neither_row_nor_entry(legacy_sql):
+    legacy_sql.conn.autocommit(False)
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Lost', 'Write')")
+    legacy_sql.conn.close()  # the writer dies before its commit
     assert not Chef.objects.exists() and not OutboxEntry.objects.exists()
 
 
-def test_the_second_mapping_has_its_triggers(sql):
-    sql("INSERT INTO testapp_gadget (sku, name, count, active) VALUES ('g-1', 'Gizmo', 3, 1)")
-    sql("INSERT INTO testapp_gadget (name, count, active) VALUES ('Bare', NULL, 0)")
+def test_the_second_mapping_has_its_triggers(legacy_sql):
+    legacy_sql(
+        "INSERT INTO testapp_gadget (sku, name, count, active) VALUES ('g-1', 'Gizmo', 3, 1)"
+    )
+    legacy_sql("INSERT INTO testapp_gadget (name, count, active) VALUES ('Bare', NULL, 0)")
     got = list(OutboxEntry.objects.order_by("pk").values_list("mapping", "key", "values"))
     assert got == [
         ("gadget", "g-1", {"name": "Gizmo", "count": 3, "active": True}),
@@ -124,7 +98,7 @@ def test_the_second_mapping_has_its_triggers(sql):
     )
 
 
-def test_the_sync_s_own_writes_create_no_entry(aws, sql, unmarked, gadget_mapping):
+def test_the_sync_s_own_writes_create_no_entry(aws, legacy_sql, unmarked, gadget_mapping):
     # The apply (stream changes), on a connection nobody marked before.
     result = changes_apply(changes=[gadget_change("g-1", "INSERT", 1, name="Gizmo")])
     assert result.applied == 1 and not OutboxEntry.objects.exists()
@@ -141,7 +115,7 @@ def test_the_sync_s_own_writes_create_no_entry(aws, sql, unmarked, gadget_mappin
 
     # Backfill: DynamoDB's items loaded, keys given to legacy rows.
     ChefItem("Flay#Bobby", firstName="Bobby", lastName="Flay").save()
-    sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Ina', 'Garten')")
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Ina', 'Garten')")
     OutboxEntry.objects.all().delete()  # the SQL insert's own entry
     capture.sync_writes_unmark()
     backfill_run(mapping=CHEF_MAPPING, direction="mysql")
@@ -155,8 +129,8 @@ def test_the_sync_s_own_writes_create_no_entry(aws, sql, unmarked, gadget_mappin
     assert not OutboxEntry.objects.exists()
 
 
-def test_sql_insert_without_a_key_reaches_dynamo_once(aws, sql, unmarked):
-    sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
+def test_sql_insert_without_a_key_reaches_dynamo_once(aws, legacy_sql, unmarked):
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
     assert outbox_sweep(inline=True) == 1
     row = Chef.objects.get()
     assert row.chef_id == "Insert#Direct"  # the key rule, as backfill --to dynamo gives it
@@ -166,15 +140,15 @@ def test_sql_insert_without_a_key_reaches_dynamo_once(aws, sql, unmarked):
     assert list(OutboxEntry.objects.values_list("status", flat=True)) == ["published"]
 
 
-def test_sql_insert_colliding_with_an_item_is_a_conflict(aws, sql):
+def test_sql_insert_colliding_with_an_item_is_a_conflict(aws, legacy_sql):
     ChefItem("Insert#Direct", firstName="Someone", lastName="Else").save()
-    sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
     outbox_sweep(inline=True)
     assert Conflict.objects.get().kind == Conflict.Kind.KEY_COLLISION
     assert ChefItem.get("Insert#Direct").firstName == "Someone"
 
 
-def test_sql_update_against_a_stale_view_is_a_conflict(aws, sql):
+def test_sql_update_against_a_stale_view_is_a_conflict(aws, legacy_sql):
     chef = services.chef_create(first_name="Alton", last_name="Brown")
     outbox_publish(entry_id=OutboxEntry.objects.get().pk)
     chef.refresh_from_db()
@@ -182,7 +156,7 @@ def test_sql_update_against_a_stale_view_is_a_conflict(aws, sql):
     # The new API moves the item to version 2; its stream change has not reached MySQL.
     item = ChefItem.get("Brown#Alton")
     item.update(actions=[ChefItem.lastName.set("FromDynamo")])
-    sql("UPDATE cheftable SET cheflast = 'FromSQL' WHERE chef_id = 'Brown#Alton'")
+    legacy_sql("UPDATE cheftable SET cheflast = 'FromSQL' WHERE chef_id = 'Brown#Alton'")
     entry = OutboxEntry.objects.order_by("pk").last()
     assert entry.base_version == 1  # what MySQL last synced for the key
     outbox_sweep(inline=True)
