@@ -45,8 +45,10 @@ def test_mixed_writes_with_sql_on_the_legacy_side_end_in_sync(
     legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Direct', 'Insert')")
     legacy_sql("UPDATE cheftable SET cheffirst = 'EditedBySQL' WHERE chef_id = 'Flay#Bobby'")
     wait_until(
-        lambda: dynamo_rows().get("Insert#Direct") == ("Direct", "Insert")
-        and dynamo_rows().get("Flay#Bobby") == ("EditedBySQL", "Flay"),
+        lambda: (
+            dynamo_rows().get("Insert#Direct") == ("Direct", "Insert")
+            and dynamo_rows().get("Flay#Bobby") == ("EditedBySQL", "Flay")
+        ),
         what="SQL insert and update in DynamoDB",
     )
     legacy_sql("DELETE FROM cheftable WHERE chef_id = 'Brown#Alton'")
@@ -58,14 +60,16 @@ def test_mixed_writes_with_sql_on_the_legacy_side_end_in_sync(
     legacy_sql("UPDATE cheftable SET cheflast = 'Gartner' WHERE chef_id = 'Garten#Ina'")
 
     wait_until(
-        lambda: pending() == 0
-        and mysql_rows()
-        == dynamo_rows()
-        == {
-            "Flay#Bobby": ("EditedBySQL", "Flay"),
-            "Insert#Direct": ("Direct", "FromApi"),
-            "Garten#Ina": ("Ina", "Gartner"),
-        },
+        lambda: (
+            pending() == 0
+            and mysql_rows()
+            == dynamo_rows()
+            == {
+                "Flay#Bobby": ("EditedBySQL", "Flay"),
+                "Insert#Direct": ("Direct", "FromApi"),
+                "Garten#Ina": ("Ina", "Gartner"),
+            }
+        ),
         timeout=90,
         what="pipeline drained, stores equal",
     )
@@ -92,8 +96,10 @@ def test_sql_update_against_a_stale_view_is_a_conflict(api_client, legacy_sql, w
     assert conflict.legacy_values["lastName"] == "FromSQL"
     assert conflict.dynamo_values["lastName"] == "FromDynamo"
     wait_until(
-        lambda: pending() == 0
-        and mysql_rows() == dynamo_rows() == {"Brown#Alton": ("Alton", "FromDynamo")},
+        lambda: (
+            pending() == 0
+            and mysql_rows() == dynamo_rows() == {"Brown#Alton": ("Alton", "FromDynamo")}
+        ),
         what="DynamoDB's value kept on both sides",
     )
     assert reconcile_code() == 0
