@@ -205,3 +205,27 @@ def test_trigger_sql_is_portable_to_mysql_8(mapping):
         assert not _NOT_PORTABLE.search(statement), statement
     assert all(s.startswith("CREATE TRIGGER ") for s in statements[:3])
     assert all(s.startswith("DROP TRIGGER IF EXISTS ") for s in statements[3:])
+
+
+def test_command_drops_shows_and_installs_the_triggers(legacy_sql):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("capture_triggers", "chef", "--drop", "--dry-run", stdout=out)
+    assert "DROP TRIGGER IF EXISTS `backsync_cheftable_ai`;" in out.getvalue()
+    assert capture.triggers_present(table="cheftable")  # a dry run changes nothing
+    try:
+        call_command("capture_triggers", "chef", "--drop", stdout=out)
+        assert capture.triggers_present(table="cheftable") == []
+        assert "chef (cheftable): 0 of 3 present" in out.getvalue()
+        legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Not', 'Captured')")
+        assert not OutboxEntry.objects.exists()
+    finally:
+        call_command("capture_triggers", "chef", "--install", stdout=out)
+    assert "chef (cheftable): all present" in out.getvalue()
+    legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Is', 'Captured')")
+    assert OutboxEntry.objects.count() == 1
+    with pytest.raises(CommandError, match="no mapping named"):
+        call_command("capture_triggers", "nope")
