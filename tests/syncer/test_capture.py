@@ -229,3 +229,16 @@ def test_command_drops_shows_and_installs_the_triggers(legacy_sql):
     assert OutboxEntry.objects.count() == 1
     with pytest.raises(CommandError, match="no mapping named"):
         call_command("capture_triggers", "nope")
+
+
+def test_sql_key_change_is_a_conflict_and_leaves_the_old_item(aws, legacy_sql):
+    """Documented limit (README, capture): DynamoDB has no item under the new key."""
+    ChefItem("Brown#Alton", firstName="Alton", lastName="Brown").save()
+    key_resync(mapping=CHEF_MAPPING, key="Brown#Alton")
+    legacy_sql("UPDATE cheftable SET chef_id = 'Other#Key' WHERE chef_id = 'Brown#Alton'")
+    outbox_sweep(inline=True)
+    conflict = Conflict.objects.get()
+    assert (conflict.kind, conflict.key) == (Conflict.Kind.STALE_VERSION, "Other#Key")
+    assert conflict.legacy_values == {"firstName": "Alton", "lastName": "Brown"}
+    assert not Chef.objects.exists()  # brought to DynamoDB's state: no item "Other#Key"
+    assert ChefItem.get("Brown#Alton").lastName == "Brown"
