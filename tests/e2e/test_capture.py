@@ -4,12 +4,14 @@ with a real worker (publish, sweep, apply of the echoes) and the relay."""
 from __future__ import annotations
 
 import io
+import random
 from urllib.parse import quote
 
 import pytest
 from django.core.management import call_command
 
 from chefs.dynamo import ChefItem
+from chefs.models import Chef
 from syncer.models import AppliedChange, Conflict, OutboxEntry
 from tests.procs import wait_until
 from tests.stores import dynamo_rows, mysql_rows
@@ -102,4 +104,56 @@ def test_sql_update_against_a_stale_view_is_a_conflict(api_client, legacy_sql, w
         ),
         what="DynamoDB's value kept on both sides",
     )
+    assert reconcile_code() == 0
+
+
+def test_random_mix_of_writes_with_sql_drains_to_a_clean_reconcile(
+    api_client, client, staff_user, legacy_sql, worker, relay
+):
+    """Any mix: the legacy API, the admin and plain SQL on the legacy side, the new API on
+    the other, on overlapping rows; once drained, reconcile finds nothing."""
+    rng = random.Random(20)
+    client.force_login(staff_user)
+    for n in range(80):
+        rows = list(Chef.objects.values_list("pk", "chef_id"))
+        keyed = [r for r in rows if r[1]]
+        roll = rng.random()
+        if roll < 0.2 or not rows:
+            api_client.post(
+                "/dynamo/chefs", {"firstName": f"D{n}", "lastName": "Dyn"}, format="json"
+            )
+        elif roll < 0.3:
+            api_client.post(
+                "/aurora/chefs", {"firstName": f"L{n}", "lastName": "Leg"}, format="json"
+            )
+        elif roll < 0.45:
+            legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES (%s, 'Sql')", (f"S{n}",))
+        elif roll < 0.6:
+            legacy_sql(
+                "UPDATE cheftable SET cheflast = %s WHERE id = %s",
+                (f"sx{n}", rng.choice(rows)[0]),
+            )
+        elif roll < 0.7 and keyed:
+            key = rng.choice(keyed)[1]
+            api_client.patch(
+                f"/dynamo/chefs/{quote(key, safe='')}", {"lastName": f"dx{n}"}, format="json"
+            )
+        elif roll < 0.8:
+            pk = rng.choice(rows)[0]
+            client.post(
+                f"/admin/chefs/chef/{pk}/change/", {"first_name": f"A{n}", "last_name": "Adm"}
+            )
+        elif roll < 0.9:
+            legacy_sql("DELETE FROM cheftable WHERE id = %s", (rng.choice(rows)[0],))
+        elif keyed:
+            api_client.delete(f"/dynamo/chefs/{quote(rng.choice(keyed)[1], safe='')}")
+
+    wait_until(
+        lambda: pending() == 0 and mysql_rows() == dynamo_rows(),
+        timeout=240,
+        interval=2,
+        what="both stores equal, outbox empty",
+    )
+    assert None not in mysql_rows()  # every SQL-inserted row got its key
+    assert not OutboxEntry.objects.filter(status="failed").exists()
     assert reconcile_code() == 0
