@@ -114,40 +114,56 @@ def test_random_mix_of_writes_with_sql_drains_to_a_clean_reconcile(
     the other, on overlapping rows; once drained, reconcile finds nothing."""
     rng = random.Random(20)
     client.force_login(staff_user)
-    for n in range(80):
+    for n in range(4):  # rows on both sides to start from
+        api_client.post("/dynamo/chefs", {"firstName": f"D{n}", "lastName": "Seed"}, format="json")
+        legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES (%s, 'Seed')", (f"S{n}",))
+    wait_until(lambda: len(dynamo_rows()) == len(mysql_rows()) == 8, what="seed rows synced")
+    ops: list[str] = []
+    for n in range(10, 90):
         rows = list(Chef.objects.values_list("pk", "chef_id"))
         keyed = [r for r in rows if r[1]]
         roll = rng.random()
         if roll < 0.2 or not rows:
+            ops.append("new-API post")
             api_client.post(
                 "/dynamo/chefs", {"firstName": f"D{n}", "lastName": "Dyn"}, format="json"
             )
         elif roll < 0.3:
+            ops.append("legacy-API post")
             api_client.post(
                 "/aurora/chefs", {"firstName": f"L{n}", "lastName": "Leg"}, format="json"
             )
         elif roll < 0.45:
+            ops.append("SQL insert")
             legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES (%s, 'Sql')", (f"S{n}",))
         elif roll < 0.6:
+            ops.append("SQL update")
             legacy_sql(
                 "UPDATE cheftable SET cheflast = %s WHERE id = %s",
                 (f"sx{n}", rng.choice(rows)[0]),
             )
         elif roll < 0.7 and keyed:
+            ops.append("new-API patch")
             key = rng.choice(keyed)[1]
             api_client.patch(
                 f"/dynamo/chefs/{quote(key, safe='')}", {"lastName": f"dx{n}"}, format="json"
             )
         elif roll < 0.8:
+            ops.append("admin edit")
             pk = rng.choice(rows)[0]
             client.post(
                 f"/admin/chefs/chef/{pk}/change/", {"first_name": f"A{n}", "last_name": "Adm"}
             )
         elif roll < 0.9:
+            ops.append("SQL delete")
             legacy_sql("DELETE FROM cheftable WHERE id = %s", (rng.choice(rows)[0],))
         elif keyed:
+            ops.append("new-API delete")
             api_client.delete(f"/dynamo/chefs/{quote(rng.choice(keyed)[1], safe='')}")
 
+    # Every kind of write happened, several times.
+    assert {op: ops.count(op) >= 3 for op in set(ops)} == dict.fromkeys(ops, True), ops
+    assert len(set(ops)) == 8
     wait_until(
         lambda: pending() == 0 and mysql_rows() == dynamo_rows(),
         timeout=240,
