@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chefs import services
@@ -242,3 +242,18 @@ def test_sql_key_change_is_a_conflict_and_leaves_the_old_item(aws, legacy_sql):
     assert conflict.legacy_values == {"firstName": "Alton", "lastName": "Brown"}
     assert not Chef.objects.exists()  # brought to DynamoDB's state: no item "Other#Key"
     assert ChefItem.get("Brown#Alton").lastName == "Brown"
+
+
+def test_the_migration_operation_drops_and_creates_them():
+    from django.db.migrations.loader import MigrationLoader
+
+    state = MigrationLoader(connection).project_state(("chefs", "0003_capture_triggers"))
+    operation = capture.CaptureTriggers(mapping="chef")
+    try:
+        with connection.schema_editor() as editor:
+            operation.database_backwards("chefs", editor, state, state)
+        assert capture.triggers_present(table="cheftable") == []
+    finally:
+        with connection.schema_editor() as editor:
+            operation.database_forwards("chefs", editor, state, state)
+    assert capture.triggers_present(table="cheftable") == capture.trigger_names("cheftable")
