@@ -257,3 +257,31 @@ def test_the_migration_operation_drops_and_creates_them():
         with connection.schema_editor() as editor:
             operation.database_forwards("chefs", editor, state, state)
     assert capture.triggers_present(table="cheftable") == capture.trigger_names("cheftable")
+
+
+def test_the_mark_costs_the_apply_one_statement_per_connection(unmarked, gadget_mapping):
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for seq in (1, 2, 3):
+        with CaptureQueriesContext(connection) as queries:
+            changes_apply(changes=[gadget_change(f"g-{seq}", "INSERT", seq)])
+        counts.append(sum("@backsync_sync" in q["sql"] for q in queries.captured_queries))
+    assert counts == [1, 0, 0]
+    assert not OutboxEntry.objects.exists()
+    # A new database connection has no mark: the next batch sets it again. (Without the
+    # test process's own marking of new connections, tests/conftest.py.)
+    from django.db.backends.signals import connection_created
+
+    from tests.conftest import _mark_test_connection
+
+    connection_created.disconnect(dispatch_uid="backsync-tests-sync-mark")
+    try:
+        connection.close()
+        connection.ensure_connection()
+        with CaptureQueriesContext(connection) as queries:
+            changes_apply(changes=[gadget_change("g-4", "INSERT", 4)])
+    finally:
+        connection_created.connect(_mark_test_connection, dispatch_uid="backsync-tests-sync-mark")
+    assert sum("@backsync_sync" in q["sql"] for q in queries.captured_queries) == 1
+    assert not OutboxEntry.objects.exists()
