@@ -44,6 +44,7 @@ demo: setup
 # prints a table and appends it to bench/RESULTS.md. See bench/README.md.
 bench: setup
 	$(PY) bench/apply_throughput.py
+	$(PY) bench/capture_cost.py
 	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
 	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py

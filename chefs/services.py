@@ -1,14 +1,17 @@
 """Write-side services for the legacy table. Admin, APIs and commands call these.
 
-Every write records an outbox entry in the same transaction, so it reaches DynamoDB
-(syncer.outbox). The sync's own apply path writes the table directly and never comes
-through here, which is what keeps the two directions from looping.
+Every write to cheftable, from here or from any SQL client, gets its outbox entry from the
+capture triggers in the same transaction (syncer.capture), so it reaches DynamoDB. These
+services write inside `legacy_write()`, which hands the trigger the version the editor saw
+and enqueues the publish on commit. The sync's own writes are marked and never captured,
+which is what keeps the two directions from looping.
 """
 
 from django.db import transaction
 
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
+from syncer.capture import legacy_write
 from syncer.models import OutboxEntry
 from syncer.outbox import key_resync, outbox_record
 
@@ -22,8 +25,8 @@ def chef_create(*, first_name: str, last_name: str) -> Chef:
     """A new legacy row; it gets its DynamoDB key when it is first published."""
     chef = Chef(first_name=first_name, last_name=last_name)
     chef.full_clean()
-    chef.save()
-    outbox_record(mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.UPSERT)
+    with legacy_write():
+        chef.save()
     return chef
 
 
@@ -47,27 +50,21 @@ def chef_update(
         changed.append("last_name")
     if changed:
         chef.full_clean()
-        chef.save(update_fields=changed)
-        outbox_record(
-            mapping=CHEF_MAPPING,
-            instance=chef,
-            op=OutboxEntry.Op.UPSERT,
-            seen_version=seen_version,
-        )
+        with legacy_write(seen_version=seen_version):
+            chef.save(update_fields=changed)
     return chef
 
 
 @transaction.atomic
 def chef_delete(*, chef: Chef, seen_version: int | None = None) -> None:
-    outbox_record(
-        mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.DELETE, seen_version=seen_version
-    )
-    chef.delete()
+    with legacy_write(seen_version=seen_version):
+        chef.delete()
 
 
 @transaction.atomic
 def chef_publish(*, chef: Chef) -> None:
-    """Publish the row's current values to DynamoDB again (operator action)."""
+    """Publish the row's current values to DynamoDB again (operator action: a publish
+    request without a write, so it records its entry itself)."""
     outbox_record(mapping=CHEF_MAPPING, instance=chef, op=OutboxEntry.Op.UPSERT)
 
 

@@ -29,6 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from syncer import metrics
+from syncer.capture import sync_writes_mark
 from syncer.changes import EVENT_NAMES
 from syncer.models import AppliedChange, FailedChange, KeyState
 from syncer.registry import Mapping, MappingError, registry
@@ -440,6 +441,7 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     2. the winners' rows upserted, the removed ones deleted, and the change log.
     Outside any transaction (the worker), START TRANSACTION and COMMIT ride along with
     them; inside one (a caller's atomic block, tests) a savepoint takes their place."""
+    sync_writes_mark()  # the capture triggers skip the sync's own writes (no echo)
     if connection.get_autocommit() and not connection.in_atomic_block:
         with connection.cursor() as cur:
             try:

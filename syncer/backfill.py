@@ -39,6 +39,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncer.aws import dynamo_errors, dynamodb_client
+from syncer.capture import sync_writes_mark
 from syncer.models import BackfillCheckpoint, KeyState
 from syncer.registry import Mapping, MappingError
 
@@ -249,6 +250,7 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
                 "key", flat=True
             )
         )
+        sync_writes_mark()  # DynamoDB's items loaded: not legacy writes to capture
         KeyState.objects.bulk_create(
             [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
             ignore_conflicts=True,
@@ -331,6 +333,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
     """Give the rows without a key their key (mapping.key_rule), committed before any
     DynamoDB write, so a crash in between leaves keyed rows that a rerun writes."""
     model = mapping.get_model()
+    sync_writes_mark()  # keys are the sync's bookkeeping, not legacy edits
     for row in batch:
         if row[mapping.key_field]:
             continue

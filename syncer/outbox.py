@@ -1,8 +1,10 @@
 """Transactional outbox: legacy-side writes -> DynamoDB, without drift and without loops.
 
-- `outbox_record` is called by a domain service inside the transaction that writes the
-  legacy row, so the row and its outbox entry commit together (or not at all); the
-  publish task is enqueued on commit.
+- Every write to a mapped legacy table gets its entry from the capture triggers, in the
+  writer's transaction, so the row and its entry commit together or not at all
+  (syncer/capture.py); Django's legacy services enqueue the publish on commit, other
+  writers' entries are due at once for the sweep. `outbox_record` writes an entry without
+  a row write: a publish asked for by an operator or by reconcile.
 - `outbox_publish` writes the item through the mapping's pynamodb model, conditioned on
   the item version the legacy edit was based on. All pending entries of one legacy row are
   published together (the newest values, the oldest base version), under row locks, so
@@ -30,6 +32,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from syncer import metrics
 from syncer.apply import image_fetch
+from syncer.capture import sync_writes_mark
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.registry import Mapping, MappingError, registry
 
@@ -54,10 +57,10 @@ def outbox_record(
     op: str,
     seen_version: int | None = None,
 ) -> OutboxEntry:
-    """Record a legacy write of `instance`; call inside the transaction that made it.
-
-    `seen_version` is the item version the editor saw (a form or API client that sends
-    it); an edit based on an older version than the one MySQL mirrors is a conflict.
+    """Ask for a publish of `instance`'s current values (operator action, reconcile
+    repair), inside a transaction. Row writes need no call: the capture triggers record
+    them (syncer.capture). Same base version rule as the triggers': the version MySQL
+    mirrors, or `seen_version` (the item version the editor saw) when older.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_record must run inside the transaction of the write")
@@ -185,6 +188,7 @@ def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     """
     model = mapping.get_model()
     with transaction.atomic():
+        sync_writes_mark()  # DynamoDB's state written back: not a legacy write to capture
         state = _state_locked(mapping, key)
         image = _current_item(mapping, key)
         rows = model.objects.filter(**{mapping.key_field: key})
@@ -354,6 +358,7 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
             return "retry"
         try:
             with transaction.atomic():
+                sync_writes_mark()  # the key is the sync's bookkeeping, not a legacy edit
                 model.objects.filter(pk=row.pk).update(**{mapping.key_field: key})
         except IntegrityError:
             # Another legacy row already holds this key: keep this one unkeyed and show it.

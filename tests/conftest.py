@@ -1,15 +1,30 @@
+import contextlib
 import os
 from urllib.parse import quote
 
+import MySQLdb
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.backends.signals import connection_created
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chefs.roles import WRITERS
+from syncer.capture import sync_writes_mark
 from tests.factories import UserFactory, user_with_roles
 from tests.procs import ManagedProcess, relay_argv, worker_argv
+
+
+def _mark_test_connection(sender, connection, **kwargs) -> None:
+    # In the test process, rows written straight through the ORM are fixtures: MySQL as the
+    # sync left it (or drift made behind its back). The capture triggers skip them, as they
+    # skip the sync's writes; the legacy services (legacy_write) and plain client
+    # connections (tests/syncer/test_capture.py) are captured as in production.
+    sync_writes_mark(conn=connection)
+
+
+connection_created.connect(_mark_test_connection, dispatch_uid="backsync-tests-sync-mark")
 
 
 @pytest.fixture
@@ -35,6 +50,32 @@ def api_client(user) -> APIClient:
 @pytest.fixture
 def anon_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def legacy_sql(transactional_db):
+    """A plain MySQL client connection on the test database: a legacy writer that never
+    passes through Django (autocommit, as at a SQL prompt). `legacy_sql(statement)`."""
+    db = connection.settings_dict
+    conn = MySQLdb.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 3306),
+        user=db["USER"] or "root",
+        passwd=db["PASSWORD"] or "",
+        db=db["NAME"],
+        charset="utf8mb4",
+        autocommit=True,
+    )
+
+    def run(statement: str, params=None):
+        cur = conn.cursor()
+        cur.execute(statement, params)
+        return cur
+
+    run.conn = conn
+    yield run
+    with contextlib.suppress(MySQLdb.Error):  # a test may have closed it
+        conn.close()
 
 
 @pytest.fixture

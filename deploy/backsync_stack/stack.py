@@ -317,6 +317,9 @@ class BacksyncStack(Stack):
             backup=rds.BackupProps(retention=Duration.days(7)),
             deletion_protection=True,
             removal_policy=RemovalPolicy.SNAPSHOT,
+            # The release task's migrate creates the capture triggers (syncer/capture.py);
+            # with binary logging on, that needs this (there is no SUPER on Aurora).
+            parameters={"log_bin_trust_function_creators": "1"},
         )
         db_secret = self.database.secret
         assert db_secret is not None  # from_generated_secret always makes one

@@ -55,3 +55,10 @@ def test_legacy_rows_get_keys_reach_dynamo_and_reconcile_in_sync(legacy_database
     assert cur.fetchone() == (61, 61)
     cur.execute("SELECT chef_id FROM cheftable WHERE cheffirst = 'Alton'")
     assert cur.fetchone() == ("Brown#Alton",)
+
+    # From here on every legacy write is captured; the backfill's own writes were not.
+    cur.execute("SELECT COUNT(*) FROM syncer_outboxentry")
+    assert cur.fetchone() == (0,)
+    cur.execute("UPDATE cheftable SET cheflast = 'Browne' WHERE chef_id = 'Brown#Alton'")
+    cur.execute("SELECT op, `key`, base_version FROM syncer_outboxentry")
+    assert cur.fetchall() == (("upsert", "Brown#Alton", 1),)

@@ -338,6 +338,16 @@ def test_aurora_serverless_v2_private_encrypted_with_secret(template):
         assert tags["aws-cdk:subnet-type"] == "Isolated"
 
 
+def test_cluster_parameters_let_migrate_create_the_capture_triggers(template):
+    groups = _resources(template, "AWS::RDS::DBClusterParameterGroup")
+    assert len(groups) == 1
+    (gid, group) = next(iter(groups.items()))
+    assert group["Properties"]["Parameters"]["log_bin_trust_function_creators"] == "1"
+    assert group["Properties"]["Family"].startswith("aurora-mysql8")
+    cluster = next(iter(_resources(template, "AWS::RDS::DBCluster").values()))
+    assert cluster["Properties"]["DBClusterParameterGroupName"] == {"Ref": gid}
+
+
 def test_database_accepts_mysql_only_from_the_app_security_group(template):
     cluster = next(iter(_resources(template, "AWS::RDS::DBCluster").values()))
     (db_sg,) = cluster["Properties"]["VpcSecurityGroupIds"]

@@ -2,21 +2,8 @@ import itertools
 
 import pytest
 
-from syncer.registry import FieldMap, Mapping, registry
-
-GADGET_MAPPING = Mapping(
-    name="gadget",
-    table="gadgets",
-    key_attribute="Sku",
-    model="testapp.Gadget",
-    key_field="sku",
-    fields=(
-        FieldMap("name", "name"),
-        FieldMap("count", "count", required=False),
-        FieldMap("active", "active"),
-    ),
-    version_attribute="v",
-)
+from syncer.registry import registry
+from tests.testapp.mapping import GADGET_MAPPING
 
 _ids = itertools.count(1)
 
