@@ -157,9 +157,10 @@ import django
 
 django.setup()
 from django.conf import settings
+from django.db import connection
 
 db = settings.DATABASES["default"]
-if "mysql" in db["ENGINE"]:
+if connection.vendor == "mysql":  # also the dialect-guarded backend (config.dbguard)
     import MySQLdb
 
     try:
