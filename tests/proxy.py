@@ -1,7 +1,13 @@
-"""A TCP proxy the test controls, to cut a process off from MariaDB and restore it.
+"""A TCP proxy in front of MariaDB: the fault tests cut a process off and restore it; the
+benches add a network round trip and count the round trips.
 
-`cut()` resets every open connection and stops listening (new connections are refused,
-as when the database host is down); `restore()` listens again on the same port.
+- `cut()` resets every open connection and stops listening (new connections are refused,
+  as when the database host is down); `restore()` listens again on the same port.
+- `rtt_ms` delays each client command (a MySQL protocol packet with sequence id 0: a query,
+  COMMIT, `SET autocommit`, ...) by that long before passing it on, once per command
+  whatever its size: the round trip a statement costs to a database across a network.
+- `commands` counts those commands over all connections: the client's round trips (a
+  multi-statement query is one). Read it before and after the work to measure.
 """
 
 from __future__ import annotations
@@ -11,12 +17,19 @@ import selectors
 import socket
 import struct
 import threading
+import time
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int, *, listen_port: int = 0) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, listen_port: int = 0, rtt_ms: float = 0.0
+    ) -> None:
+        if rtt_ms < 0:
+            raise ValueError("rtt_ms must be >= 0")
         self.target = (target_host, target_port)
         self.port = listen_port
+        self.delay = rtt_ms / 1000
+        self.commands = 0  # client commands (round trips) passed on, all connections
         self._listener: socket.socket | None = None
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._lock = threading.Lock()
@@ -91,6 +104,7 @@ class TcpProxy:
 
     def _pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
         a, b = pair
+        framer = _CommandFramer()
         sel = selectors.DefaultSelector()
         try:
             sel.register(a, selectors.EVENT_READ, b)
@@ -100,6 +114,15 @@ class TcpProxy:
                     data = key.fileobj.recv(65536)
                     if not data:
                         return
+                    if key.fileobj is a:  # client -> server
+                        started = framer.feed(data)
+                        if started:
+                            with self._lock:
+                                self.commands += started
+                            if self.delay:
+                                # The client waits for the answer, so nothing else is due
+                                # on this connection meanwhile: sleeping here is the delay.
+                                time.sleep(self.delay)
                     key.data.sendall(data)
                 with self._lock:
                     if pair not in self._pairs:
@@ -113,6 +136,35 @@ class TcpProxy:
             for s in pair:
                 with contextlib.suppress(OSError):
                     s.close()
+
+
+class _CommandFramer:
+    """Follows the client's MySQL packets (3-byte length, 1-byte sequence id) across recv()
+    chunks and counts the packets that start a command (sequence id 0). The handshake
+    reply has sequence id 1, and a packet over 16 MB continues with ids 1, 2, ...: neither
+    counts. Assumes no TLS (the local MariaDB has none)."""
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.body_left = 0
+
+    def feed(self, data: bytes) -> int:
+        started = 0
+        i, n = 0, len(data)
+        while i < n:
+            if self.body_left:
+                step = min(self.body_left, n - i)
+                self.body_left -= step
+                i += step
+                continue
+            take = min(4 - len(self.header), n - i)
+            self.header += data[i : i + take]
+            i += take
+            if len(self.header) == 4:
+                self.body_left = int.from_bytes(self.header[:3], "little")
+                started += self.header[3] == 0
+                self.header = b""
+        return started
 
 
 def _reset(s: socket.socket) -> None:

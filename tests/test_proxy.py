@@ -1,0 +1,82 @@
+"""The TCP proxy the fault tests and the benches put in front of MariaDB (tests/proxy.py)."""
+
+from __future__ import annotations
+
+import time
+
+import MySQLdb
+import pytest
+from django.db import connection
+
+from tests.proxy import TcpProxy
+
+
+@pytest.fixture
+def target() -> tuple[str, int]:
+    db = connection.settings_dict
+    return db["HOST"] or "127.0.0.1", int(db["PORT"] or 3306)
+
+
+def _connect(port: int):
+    return MySQLdb.connect(host="127.0.0.1", port=port, user="root", connect_timeout=5)
+
+
+def test_counts_one_command_per_statement_whatever_its_size(target):
+    proxy = TcpProxy(*target).start()
+    try:
+        conn = _connect(proxy.port)
+        before = proxy.commands
+        cur = conn.cursor()
+        for _ in range(5):
+            cur.execute("SELECT 1")
+        # ~300 kB: many recv() chunks, still one command.
+        cur.execute("SELECT LENGTH(%s)", ["x" * 300_000])
+        assert cur.fetchone() == (300_000,)
+        conn.commit()  # COMMIT is a round trip too
+        assert proxy.commands - before == 7
+        conn.close()
+    finally:
+        proxy.stop()
+
+
+def test_delays_each_command_by_the_round_trip(target):
+    proxy = TcpProxy(*target, rtt_ms=25).start()
+    try:
+        conn = _connect(proxy.port)
+        cur = conn.cursor()
+        start = time.perf_counter()
+        for _ in range(8):
+            cur.execute("SELECT 1")
+        elapsed = time.perf_counter() - start
+        assert elapsed >= 8 * 0.025
+        # A 2 MB statement arrives in 30+ chunks but pays the round trip once.
+        start = time.perf_counter()
+        cur.execute("SELECT LENGTH(%s)", ["y" * 2_000_000])
+        assert time.perf_counter() - start < 4 * 0.025
+        conn.close()
+    finally:
+        proxy.stop()
+
+
+def test_cut_resets_connections_and_restore_accepts_again(target):
+    proxy = TcpProxy(*target).start()
+    try:
+        conn = _connect(proxy.port)
+        conn.cursor().execute("SELECT 1")
+        proxy.cut()
+        with pytest.raises(MySQLdb.OperationalError):
+            conn.cursor().execute("SELECT 1")
+        with pytest.raises(MySQLdb.OperationalError):
+            _connect(proxy.port)
+        proxy.restore()
+        again = _connect(proxy.port)
+        again.cursor().execute("SELECT 1")
+        again.close()
+        assert proxy.connections == 2
+    finally:
+        proxy.stop()
+
+
+def test_refuses_a_negative_round_trip(target):
+    with pytest.raises(ValueError, match="rtt_ms"):
+        TcpProxy(*target, rtt_ms=-1)
