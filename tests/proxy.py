@@ -7,11 +7,13 @@ benches add a network round trip and count the round trips.
   COMMIT, `SET autocommit`, ...) by that long before passing it on, once per command
   whatever its size: the round trip a statement costs to a database across a network.
 - `commands` counts those commands over all connections: the client's round trips (a
-  multi-statement query is one). Read it before and after the work to measure.
+  multi-statement query is one). Read it before and after the work to measure. Set
+  `heads = []` to also keep each command's first bytes; `kinds()` then tells them apart.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import selectors
 import socket
@@ -30,6 +32,7 @@ class TcpProxy:
         self.port = listen_port
         self.delay = rtt_ms / 1000
         self.commands = 0  # client commands (round trips) passed on, all connections
+        self.heads: list[bytes] | None = None  # when a list: each command's first bytes
         self._listener: socket.socket | None = None
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._lock = threading.Lock()
@@ -56,6 +59,12 @@ class TcpProxy:
     def stop(self) -> None:
         self._stop.set()
         self.cut()
+
+    def kinds(self) -> collections.Counter[str]:
+        """The commands noted since `heads` was set to a list, by kind (command_kind)."""
+        with self._lock:
+            heads = list(self.heads or ())
+        return collections.Counter(command_kind(bytes(h)) for h in heads)
 
     @property
     def listening(self) -> bool:
@@ -118,7 +127,9 @@ class TcpProxy:
                         started = framer.feed(data)
                         if started:
                             with self._lock:
-                                self.commands += started
+                                self.commands += len(started)
+                                if self.heads is not None:
+                                    self.heads.extend(started)
                             if self.delay:
                                 # The client waits for the answer, so nothing else is due
                                 # on this connection meanwhile: sleeping here is the delay.
@@ -140,20 +151,26 @@ class TcpProxy:
 
 class _CommandFramer:
     """Follows the client's MySQL packets (3-byte length, 1-byte sequence id) across recv()
-    chunks and counts the packets that start a command (sequence id 0). The handshake
-    reply has sequence id 1, and a packet over 16 MB continues with ids 1, 2, ...: neither
-    counts. Assumes no TLS (the local MariaDB has none)."""
+    chunks and notes the packets that start a command (sequence id 0), with the first
+    bytes of each. The handshake reply has sequence id 1, and a packet over 16 MB continues
+    with ids 1, 2, ...: neither counts. Assumes no TLS (the local MariaDB has none)."""
+
+    HEAD_BYTES = 160
 
     def __init__(self) -> None:
         self.header = b""
         self.body_left = 0
+        self.head: bytearray | None = None  # first bytes of the command being read
 
-    def feed(self, data: bytes) -> int:
-        started = 0
+    def feed(self, data: bytes) -> list[bytes]:
+        """The heads of the commands completed or started in this chunk."""
+        started: list[bytes] = []
         i, n = 0, len(data)
         while i < n:
             if self.body_left:
                 step = min(self.body_left, n - i)
+                if self.head is not None and len(self.head) < self.HEAD_BYTES:
+                    self.head += data[i : i + min(step, self.HEAD_BYTES - len(self.head))]
                 self.body_left -= step
                 i += step
                 continue
@@ -162,9 +179,28 @@ class _CommandFramer:
             i += take
             if len(self.header) == 4:
                 self.body_left = int.from_bytes(self.header[:3], "little")
-                started += self.header[3] == 0
+                if self.header[3] == 0:
+                    self.head = bytearray()
+                    started.append(self.head)  # filled in place as the body arrives
                 self.header = b""
         return started
+
+
+def command_kind(head: bytes) -> str:
+    """A short label of a client command: `INSERT syncer_keystate`, `COMMIT`, `ping`..."""
+    if not head or head[0] != 0x03:  # not COM_QUERY
+        return {0x01: "quit", 0x0E: "ping", 0x02: "use database"}.get(
+            head[0] if head else -1, "other"
+        )
+    words = head[1:].decode("utf-8", "replace").replace("`", "").split()
+    if not words:
+        return "empty query"
+    verb = words[0].upper()
+    upper = [w.upper() for w in words]
+    for marker in ("INTO", "FROM", "UPDATE"):
+        if marker in upper[:-1]:
+            return f"{verb} {words[upper.index(marker) + 1].split('(')[0]}"
+    return " ".join(words[:2]) if verb == "SET" else verb
 
 
 def _reset(s: socket.socket) -> None:

@@ -8,7 +8,7 @@ import MySQLdb
 import pytest
 from django.db import connection
 
-from tests.proxy import TcpProxy
+from tests.proxy import TcpProxy, command_kind
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ def test_counts_one_command_per_statement_whatever_its_size(target):
     try:
         conn = _connect(proxy.port)
         before = proxy.commands
+        proxy.heads = []
         cur = conn.cursor()
         for _ in range(5):
             cur.execute("SELECT 1")
@@ -34,6 +35,7 @@ def test_counts_one_command_per_statement_whatever_its_size(target):
         assert cur.fetchone() == (300_000,)
         conn.commit()  # COMMIT is a round trip too
         assert proxy.commands - before == 7
+        assert proxy.kinds() == {"SELECT": 6, "COMMIT": 1}
         conn.close()
     finally:
         proxy.stop()
@@ -80,3 +82,18 @@ def test_cut_resets_connections_and_restore_accepts_again(target):
 def test_refuses_a_negative_round_trip(target):
     with pytest.raises(ValueError, match="rtt_ms"):
         TcpProxy(*target, rtt_ms=-1)
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("INSERT INTO `syncer_keystate` (`mapping`) VALUES ('a')", "INSERT syncer_keystate"),
+        ("DELETE FROM `cheftable` WHERE `chef_id` IN ('a')", "DELETE cheftable"),
+        ("SELECT `key` FROM `syncer_keystate` FORCE INDEX (u)", "SELECT syncer_keystate"),
+        ("SET autocommit=0", "SET autocommit=0"),
+        ("COMMIT", "COMMIT"),
+    ],
+)
+def test_command_kind_names_the_verb_and_table(sql, kind):
+    assert command_kind(b"\x03" + sql.encode()) == kind
+    assert command_kind(b"\x0e") == "ping"
