@@ -101,6 +101,10 @@ class TcpProxy:
             except OSError:
                 _reset(client)
                 continue
+            for s in (client, upstream):
+                # Chunks are relayed as they come: with Nagle, a statement's second chunk
+                # would wait for the first one's (delayed) ACK.
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pair = (client, upstream)
             with self._lock:
                 if self._listener is not listener:  # cut while connecting
