@@ -69,8 +69,11 @@ def database_drop(name: str) -> None:
         conn.close()
 
 
-def django_setup(*, database: str, aws_endpoint: str | None = None) -> dict[str, str]:
-    """Point this process at the scratch database (and moto), set Django up, migrate.
+def django_setup(
+    *, database: str, aws_endpoint: str | None = None, migrate: bool = True
+) -> dict[str, str]:
+    """Point this process at the scratch database (and moto), set Django up, migrate
+    (`migrate=False` in a bench's child processes: the parent has done it).
 
     Returns the environment that subprocesses (worker, relay) need to share both."""
     env = {
@@ -93,7 +96,8 @@ def django_setup(*, database: str, aws_endpoint: str | None = None) -> dict[str,
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    if migrate:
+        call_command("migrate", verbosity=0, interactive=False)
     return {**os.environ, **env}
 
 
