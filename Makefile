@@ -16,7 +16,7 @@ test: setup
 	$(PYTEST)
 
 test-fast: setup
-	$(PYTEST) -m "not e2e and not faults and not deploy and not browser"
+	$(PYTEST) -m "not e2e and not faults and not deploy and not browser and not bench_smoke"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -42,8 +42,10 @@ demo: setup
 
 # Benchmarks against the real local stack (scratch database, own moto/worker/relay); each
 # prints a table and appends it to bench/RESULTS.md. See bench/README.md.
+# The apply over loopback and with 1 ms added to every statement (the round trip to Aurora).
 bench: setup
-	$(PY) bench/apply_throughput.py
+	$(PY) bench/apply_throughput.py --rtt-ms 0 --rtt-ms 1
+	$(PY) bench/scale_out.py
 	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
 	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py
