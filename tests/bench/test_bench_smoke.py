@@ -108,6 +108,7 @@ def test_end_to_end(transactional_db):
         "end_to_end.py",
         *("--rate", "10", "--duration", "3", "--message-groups", "4", "--keys", "50"),
         *("--ceiling-seconds", "1", "--ceiling-threads", "2"),
+        *("--relay-batch", "50", "--batching-window", "0.1"),
     )
     rows = tables["End to end (moto)"]
     assert [(r[0], r[1]) for r in rows] == [("4", "10")]
