@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import random
 import resource
 import sys
 import time
@@ -47,12 +49,14 @@ from bench.apply_throughput import (  # noqa: E402
 
 # --- the worker process -------------------------------------------------------------------
 
+MAX_ATTEMPTS = 10  # per message, like SYNC_APPLY_MAX_ATTEMPTS with room for deadlock storms
+
 
 def worker_main(database: str, rtt_ms: float, messages: list[list[dict]], ready, go, results):
     """One worker: its own Django connection (through its own delaying proxy when rtt_ms),
     waits for the start, applies its messages in order, reports its times and CPU."""
     common.django_setup(database=database, migrate=False)
-    from syncer.apply import changes_apply
+    from syncer.apply import TransientApplyError, changes_apply
 
     proxy = common.database_proxy(rtt_ms=rtt_ms) if rtt_ms else None
     common.database_route(proxy)
@@ -78,15 +82,26 @@ def worker_main(database: str, rtt_ms: float, messages: list[list[dict]], ready,
     go.wait()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.time()
-    failed = 0
+    failed = retries = 0
+    rng = random.Random(os.getpid())
     for message in messages:
-        failed += changes_apply(changes=message).failed
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                failed += changes_apply(changes=message).failed
+                break
+            except TransientApplyError:
+                # What the worker's task does (autoretry with jittered backoff): the
+                # transaction rolled back whole, so the message is applied again.
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                retries += 1
+                time.sleep(rng.uniform(0, 0.01 * 2**attempt))
     end = time.time()
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proxy is not None:
         proxy.stop()
-    results.put({"start": start, "end": end, "cpu": cpu, "failed": failed})
+    results.put({"start": start, "end": end, "cpu": cpu, "failed": failed, "retries": retries})
 
 
 # --- CPU accounting -----------------------------------------------------------------------
@@ -151,11 +166,11 @@ def run(
         proc.start()
     try:
         for _ in procs:
-            ready.get(timeout=300)
+            _get(ready, procs, timeout=300)
         server = _server_pid()
         server0, machine0 = _proc_cpu(server), _machine_cpu()
         go.set()
-        reports = [results.get(timeout=3600) for _ in procs]
+        reports = [_get(results, procs, timeout=3600) for _ in procs]
         server1, machine1 = _proc_cpu(server), _machine_cpu()
     finally:
         for proc in procs:
@@ -173,7 +188,51 @@ def run(
         "server_cores": (server1 - server0) / wall if server else None,
         "worker_cores": sum(r["cpu"] for r in reports) / wall,
         "machine_busy": (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1]),
+        "retries": sum(r["retries"] for r in reports),
     }
+
+
+def deadlock_locks(database: str) -> list[str]:
+    """The lock lines of MariaDB's latest detected deadlock that name this database's
+    tables (index and table), to say where concurrent applies collided."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SHOW ENGINE INNODB STATUS")
+        status = cur.fetchone()[2]
+    if "LATEST DETECTED DEADLOCK" not in status:
+        return []
+    section = status.split("LATEST DETECTED DEADLOCK", 1)[1].split("TRANSACTIONS\n", 1)[0]
+    return sorted(
+        {line.strip() for line in section.splitlines() if "LOCKS" in line and database in line}
+    )
+
+
+def best_run(*, repeat: int, expected: dict, **kwargs) -> dict:
+    """The fastest of `repeat` runs (other load on the machine only ever slows one down)."""
+    best = None
+    for _ in range(repeat):
+        r = run(**kwargs)
+        check(expected)
+        if r["retries"]:
+            for line in deadlock_locks(kwargs["database"]):
+                print(f"  latest deadlock: {line}", flush=True)
+        if best is None or r["rate"] > best["rate"]:
+            best = r
+    return best
+
+
+def _get(q, procs, *, timeout: float):
+    """The next item of a children's queue; stops the bench if a child died instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return q.get(timeout=1)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise SystemExit(f"a worker died (exit code {dead[0].exitcode})") from None
+    raise SystemExit(f"no word from the workers in {timeout:g} s")
 
 
 def check(expected: dict) -> None:
@@ -205,11 +264,12 @@ def main() -> None:
     p.add_argument("--sweep-workers", type=int, default=4)
     p.add_argument("--sweep-rtt-ms", type=float, default=1.0)
     p.add_argument("--no-sweep", action="store_true", help="Only the scale-out table.")
+    p.add_argument("--repeat", type=int, default=1, help="Runs of each point; the best counts.")
     args = p.parse_args()
     workers_list = args.workers or [1, 2, 4, 8]
     rtts = args.rtt_ms or [0.0, 1.0]
-    if min(workers_list) < 1 or args.groups < 1 or any(r < 0 for r in rtts):
-        p.error("--workers and --groups must be >= 1, --rtt-ms >= 0")
+    if min(workers_list) < 1 or args.groups < 1 or args.repeat < 1 or any(r < 0 for r in rtts):
+        p.error("--workers, --groups and --repeat must be >= 1, --rtt-ms >= 0")
     if 1 not in workers_list:
         workers_list = [1, *workers_list]  # the efficiency is against one worker
 
@@ -227,8 +287,14 @@ def main() -> None:
         for rtt in rtts:
             base = None
             for n in sorted(set(workers_list)):
-                r = run(database=args.database, packed=packed, workers=n, rtt_ms=rtt)
-                check(expected)
+                r = best_run(
+                    repeat=args.repeat,
+                    expected=expected,
+                    database=args.database,
+                    packed=packed,
+                    workers=n,
+                    rtt_ms=rtt,
+                )
                 base = base or r["rate"]
                 efficiency = r["rate"] / (r["workers"] * base)
                 rows.append(
@@ -241,6 +307,7 @@ def main() -> None:
                         cores(r["server_cores"]),
                         cores(r["worker_cores"]),
                         f"{r['machine_busy']:.0%}",
+                        r["retries"],
                     )
                 )
                 print(rows[-1], flush=True)
@@ -259,7 +326,9 @@ def main() -> None:
         notes.append(
             "CPU in cores (CPU seconds / wall seconds) during the run: MariaDB's server "
             "process; the workers (Python, MySQLdb, and their proxy threads when rtt > 0); "
-            "machine busy = all cores, every process on the machine"
+            "machine busy = all cores, every process on the machine; retried messages: "
+            "applies rolled back by a transient error (deadlock) and applied again, as the "
+            f"worker's task retries them; best of {args.repeat} run(s) per point"
         )
         table = common.table_format(
             [
@@ -271,6 +340,7 @@ def main() -> None:
                 "MariaDB cores",
                 "workers cores",
                 "machine busy",
+                "retried messages",
             ],
             rows,
         )
@@ -302,8 +372,14 @@ def sweep(args) -> None:
             _, expected = plan_writes([m for _, m in packed])
             rates = []
             for n in sorted({1, min(args.sweep_workers, groups)}):
-                r = run(database=args.database, packed=packed, workers=n, rtt_ms=args.sweep_rtt_ms)
-                check(expected)
+                r = best_run(
+                    repeat=args.repeat,
+                    expected=expected,
+                    database=args.database,
+                    packed=packed,
+                    workers=n,
+                    rtt_ms=args.sweep_rtt_ms,
+                )
                 rates.append((r["workers"], r["rate"]))
             many = rates[-1]
             rows.append(
