@@ -193,8 +193,8 @@ def run(
 
 
 def deadlock_locks(database: str) -> list[str]:
-    """The lock lines of MariaDB's latest detected deadlock that name this database's
-    tables (index and table), to say where concurrent applies collided."""
+    """The statements and the lock lines (index and table of this database) of MariaDB's
+    latest detected deadlock, to say where concurrent applies collided."""
     from django.db import connection
 
     with connection.cursor() as cur:
@@ -203,8 +203,13 @@ def deadlock_locks(database: str) -> list[str]:
     if "LATEST DETECTED DEADLOCK" not in status:
         return []
     section = status.split("LATEST DETECTED DEADLOCK", 1)[1].split("TRANSACTIONS\n", 1)[0]
+    statements = ("INSERT", "DELETE", "UPDATE", "SELECT")
     return sorted(
-        {line.strip() for line in section.splitlines() if "LOCKS" in line and database in line}
+        {
+            line.strip()[:120]
+            for line in section.splitlines()
+            if ("LOCKS" in line and database in line) or line.startswith(statements)
+        }
     )
 
 
