@@ -80,8 +80,9 @@ def test_apply_throughput(transactional_db):
     ]
     for row in rows[:-1]:
         assert number(row[2]) == 400 and number(row[4]) > 0
-        # A transaction and at least one statement: 3 + 1 round trips at the least.
-        assert number(row[5]) >= 4
+        # Counted through the proxy: a message costs one round trip at the very least
+        # (however many statements the apply packs into one).
+        assert number(row[5]) >= 1
     assert number(rows[-1][2]) == 60
 
 
