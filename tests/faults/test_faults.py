@@ -18,8 +18,8 @@ from chefs.models import Chef
 from chefs.services import chef_create, chef_delete, chef_update
 from syncer.models import AppliedChange, FailedChange, OutboxEntry, ShardCheckpoint
 from tests.faults.conftest import VISIBILITY_TIMEOUT, ChangeFlow, assert_converged
+from tests.faults.proxy import TcpProxy
 from tests.procs import wait_until
-from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.faults
 
