@@ -191,20 +191,27 @@ class _CommandFramer:
 
 
 def command_kind(head: bytes) -> str:
-    """A short label of a client command: `INSERT syncer_keystate`, `COMMIT`, `ping`..."""
+    """A short label of a client command: `INSERT syncer_keystate`, `COMMIT`, `ping`...; a
+    multi-statement query is labelled statement by statement (`START TRANSACTION; INSERT
+    syncer_keystate; ...`, the dots when the noted head was cut short)."""
     if not head or head[0] != 0x03:  # not COM_QUERY
         return {0x01: "quit", 0x0E: "ping", 0x02: "use database"}.get(
             head[0] if head else -1, "other"
         )
-    words = head[1:].decode("utf-8", "replace").replace("`", "").split()
-    if not words:
-        return "empty query"
+    text = head[1:].decode("utf-8", "replace").replace("`", "")
+    labels = [_statement_kind(part.split()) for part in text.split(";") if part.strip()]
+    if len(head) >= _CommandFramer.HEAD_BYTES and len(labels) > 1:
+        labels.append("...")
+    return "; ".join(labels) or "empty query"
+
+
+def _statement_kind(words: list[str]) -> str:
     verb = words[0].upper()
     upper = [w.upper() for w in words]
     for marker in ("INTO", "FROM", "UPDATE"):
         if marker in upper[:-1]:
             return f"{verb} {words[upper.index(marker) + 1].split('(')[0]}"
-    return " ".join(words[:2]) if verb == "SET" else verb
+    return " ".join(words[:2]) if verb in ("SET", "START") else verb
 
 
 def _reset(s: socket.socket) -> None:

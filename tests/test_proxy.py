@@ -93,6 +93,11 @@ def test_refuses_a_negative_round_trip(target):
         ("SELECT `key` FROM `syncer_keystate` FORCE INDEX (u)", "SELECT syncer_keystate"),
         ("SET autocommit=0", "SET autocommit=0"),
         ("COMMIT", "COMMIT"),
+        (
+            "START TRANSACTION;\nINSERT INTO `syncer_keystate` (`k`) VALUES ('a');\n"
+            "SELECT `k` FROM t",
+            "START TRANSACTION; INSERT syncer_keystate; SELECT t",
+        ),
     ],
 )
 def test_command_kind_names_the_verb_and_table(sql, kind):

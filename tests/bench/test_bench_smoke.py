@@ -73,11 +73,22 @@ def test_apply_throughput(transactional_db):
     rows = tables["Apply throughput"]
     label = "4 group(s), 25 changes/message"
     paths = [(r[0], r[1]) for r in rows]
+    names = (
+        "apply",
+        "raw upsert",
+        "guarded floor",
+        "raw upsert, packed",
+        "guarded floor, packed",
+    )
     assert paths == [
-        *((f"{p} ({label})", "0") for p in ("apply", "raw upsert", "guarded floor")),
-        *((f"{p} ({label})", "1") for p in ("apply", "raw upsert", "guarded floor")),
+        *((f"{p} ({label})", "0") for p in names),
+        *((f"{p} ({label})", "1") for p in names),
         ("naive save()/delete() per change", "0"),
     ]
+    trips = {r[0].split(" (")[0]: number(r[5]) for r in rows[:5]}
+    # The packed paths send a transaction's statements together: 1 and 2 round trips.
+    assert trips["raw upsert, packed"] == 1
+    assert trips["guarded floor, packed"] == 2
     for row in rows[:-1]:
         assert number(row[2]) == 400 and number(row[4]) > 0
         # Counted through the proxy: a message costs one round trip at the very least
