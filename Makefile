@@ -42,12 +42,11 @@ demo: setup
 
 # Benchmarks against the real local stack (scratch database, own moto/worker/relay); each
 # prints a table and appends it to bench/RESULTS.md. See bench/README.md.
-# The apply over loopback and with 1 ms added to every statement (the round trip to Aurora).
 bench: setup
-	$(PY) bench/apply_throughput.py --rtt-ms 0 --rtt-ms 1
-	$(PY) bench/scale_out.py
+	$(PY) bench/apply_throughput.py
 	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
 	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py
+	$(PY) bench/scale_out.py
 	$(PY) bench/reconcile_memory.py
 	$(PY) bench/reconcile_memory.py --rows 1000000 --synthetic

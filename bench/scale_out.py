@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 from bench.apply_throughput import (  # noqa: E402
     changes_generate,
-    messages_pack,
+    messages_pack_groups,
     plan_writes,
     table_rows,
     tables_clear,
@@ -284,7 +284,7 @@ def main() -> None:
         changes = changes_generate(
             total=args.changes, keys=args.keys, seed=args.seed, dup_rate=args.duplicates
         )
-        packed = messages_pack(changes, relay_batch=args.relay_batch, groups=args.groups)
+        packed = messages_pack_groups(changes, relay_batch=args.relay_batch, groups=args.groups)
         _, expected = plan_writes([m for _, m in packed])
         per_message = len(changes) / len(packed)
 
@@ -373,7 +373,7 @@ def sweep(args) -> None:
     rows = []
     for batch in args.sweep_batches or [100, 1000]:
         for groups in args.sweep_groups or [4, 16, 64]:
-            packed = messages_pack(changes, relay_batch=batch, groups=groups)
+            packed = messages_pack_groups(changes, relay_batch=batch, groups=groups)
             _, expected = plan_writes([m for _, m in packed])
             rates = []
             for n in sorted({1, min(args.sweep_workers, groups)}):

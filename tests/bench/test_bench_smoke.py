@@ -143,6 +143,38 @@ def test_reconcile_memory_synthetic(transactional_db):
     assert all(number(r[3]) > 0 for r in rows)  # peak RSS MiB
 
 
+def test_capture_cost(transactional_db):
+    if not (ROOT / "bench" / "capture_cost.py").exists():
+        pytest.skip("bench/capture_cost.py comes with the capture triggers (issue 20)")
+    tables = run_bench(
+        "capture_cost.py",
+        *("--writes", "40", "--changes", "200", "--keys", "50", "--repeats", "1"),
+    )
+    rows = tables["Capture trigger cost"]
+    assert len(rows) >= 2
+    assert rows[-1][0].startswith("applied change")
+    assert all(number(r[1]) > 0 for r in rows)
+
+
+# Each script under bench/ and the test above that runs it.
+SMOKED = {
+    "apply_throughput.py": test_apply_throughput,
+    "scale_out.py": test_scale_out,
+    "end_to_end.py": test_end_to_end,
+    "reconcile_memory.py": test_reconcile_memory_on_moto,
+    "capture_cost.py": test_capture_cost,
+}
+
+
+def test_every_bench_script_has_a_smoke_test():
+    scripts = {
+        p.name
+        for p in (ROOT / "bench").glob("*.py")
+        if p.name not in ("__init__.py", "common.py") and "__main__" in p.read_text()
+    }
+    assert scripts - set(SMOKED) == set(), "a bench script without a smoke test"
+
+
 PROJECT_PACKAGES = ("syncer", "chefs", "config")
 
 
