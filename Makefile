@@ -16,7 +16,7 @@ test: setup
 	$(PYTEST)
 
 test-fast: setup
-	$(PYTEST) -m "not e2e and not faults and not deploy and not browser"
+	$(PYTEST) -m "not e2e and not faults and not deploy and not browser and not bench_smoke"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -48,5 +48,6 @@ bench: setup
 	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
 	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py
+	$(PY) bench/scale_out.py
 	$(PY) bench/reconcile_memory.py
 	$(PY) bench/reconcile_memory.py --rows 1000000 --synthetic

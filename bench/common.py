@@ -69,8 +69,11 @@ def database_drop(name: str) -> None:
         conn.close()
 
 
-def django_setup(*, database: str, aws_endpoint: str | None = None) -> dict[str, str]:
-    """Point this process at the scratch database (and moto), set Django up, migrate.
+def django_setup(
+    *, database: str, aws_endpoint: str | None = None, migrate: bool = True
+) -> dict[str, str]:
+    """Point this process at the scratch database (and moto), set Django up, migrate
+    (`migrate=False` in a bench's child processes: the parent has done it).
 
     Returns the environment that subprocesses (worker, relay) need to share both."""
     env = {
@@ -93,8 +96,45 @@ def django_setup(*, database: str, aws_endpoint: str | None = None) -> dict[str,
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    if migrate:
+        call_command("migrate", verbosity=0, interactive=False)
     return {**os.environ, **env}
+
+
+# --- the route to MariaDB: direct, or through a delaying, counting proxy ------------------
+
+
+def database_proxy(*, rtt_ms: float = 0.0):
+    """A TCP proxy to the bench's MariaDB that adds `rtt_ms` to every client command (the
+    round trip a statement costs to Aurora across a network) and counts the commands
+    (`.commands`, `.heads`/`.kinds()`): see tests/proxy.py. Stop it with `.stop()`."""
+    from tests.proxy import TcpProxy
+
+    return TcpProxy(DEFAULT_DB_HOST, DEFAULT_DB_PORT, rtt_ms=rtt_ms).start()
+
+
+def database_route(proxy=None) -> None:
+    """Send this process's Django connection through `proxy`, or straight to MariaDB."""
+    from django.db import connection
+
+    connection.close()  # the next statement reconnects with the new address
+    if proxy is None:
+        connection.settings_dict.update(HOST=DEFAULT_DB_HOST, PORT=str(DEFAULT_DB_PORT))
+    else:
+        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(proxy.port))
+
+
+def round_trip_ms(samples: int = 100) -> float:
+    """Mean wall time of `SELECT 1` on this process's connection: one round trip."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1")  # connect first
+        start = time.perf_counter()
+        for _ in range(samples):
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        return (time.perf_counter() - start) / samples * 1000
 
 
 # --- timing and figures -----------------------------------------------------------------

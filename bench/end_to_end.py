@@ -156,6 +156,13 @@ def main() -> None:
         action="append",
         help="SYNC_MESSAGE_GROUPS for the relay; repeatable (default 4, the setting, and 1).",
     )
+    p.add_argument("--relay-batch", type=int, default=100, help="Relay batch size (records).")
+    p.add_argument(
+        "--batching-window",
+        type=float,
+        default=0.2,
+        help="Relay batching window (s): a batch that is not full waits up to this long.",
+    )
     args = p.parse_args()
     rates = args.rate or [100.0]
     group_counts = args.message_groups or [4, 1]
@@ -215,8 +222,10 @@ def main() -> None:
                     sys.executable,
                     "manage.py",
                     "relay_stream",
+                    "--batch-size",
+                    str(args.relay_batch),
                     "--batching-window",
-                    "0.2",
+                    str(args.batching_window),
                     "--poll-interval",
                     "0.2",
                 ],
@@ -248,7 +257,8 @@ def main() -> None:
             (
                 f"moto alone (the local limit): {ceiling_1:.0f} writes/s with 1 client, "
                 f"{ceiling_n:.0f} with {args.ceiling_threads} threads; worker concurrency 2, "
-                "relay batch 100, batching window 0.2 s, poll interval 0.2 s; worker SQS "
+                f"relay batch {args.relay_batch}, batching window {args.batching_window:g} s, "
+                "poll interval 0.2 s; worker SQS "
                 f"long-poll wait {os.environ.get('SQS_WAIT_TIME_SECONDS', '0')} s, polling "
                 f"interval {os.environ.get('SQS_POLLING_INTERVAL', '0.05')} s "
                 "(SQS_WAIT_TIME_SECONDS, SQS_POLLING_INTERVAL)"
