@@ -41,5 +41,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Last: whatever else is under the API prefixes answers a JSON 404.
-    re_path(r"^(?:aurora|dynamo)/(?P<path>.*)$", config_views.api_not_found),
+    # Any other path under the APIs (a newline included) is the APIs' JSON 404.
+    re_path(r"^(?:aurora|dynamo)/(?P<path>[\s\S]*)$", config_views.api_not_found),
 ]

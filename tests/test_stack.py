@@ -121,8 +121,9 @@ def test_up_twice_then_down_leaves_nothing(clone, stack_env):
     manage = [str(VENV / "bin" / "python"), "manage.py"]
     env = {**stack_env, "AWS_ENDPOINT_URL": moto}
     subprocess.run(
-        [*manage, "shell", "-c", "from django.contrib.auth.models import User;"
-         "User.objects.create_user('demo', password='pw-demo-123')"],
+        [*manage, "shell", "-c", "from django.contrib.auth.models import Group, User;"
+         "u = User.objects.create_user('demo', password='pw-demo-123');"
+         "u.groups.add(Group.objects.get(name='writers'))"],
         cwd=clone, env=env, check=True, capture_output=True,
     )  # fmt: skip
     out = subprocess.run(
