@@ -10,6 +10,7 @@ generated. Examples per operation: SCHEMATHESIS_MAX_EXAMPLES (default 30).
 from __future__ import annotations
 
 import os
+from urllib.parse import unquote
 
 import pytest
 import schemathesis
@@ -74,7 +75,7 @@ def refused_unless_routed_elsewhere(response, case) -> None:
     if case.method.upper() not in WRITE_METHODS:
         return
     try:
-        match = resolve(case.formatted_path)
+        match = resolve(unquote(case.formatted_path))  # as the server sees it
     except Resolver404:
         match = None
     if match is None or match.func is api_not_found:  # the APIs' JSON 404 for any other path

@@ -83,9 +83,12 @@ class SyncSettings:
     celery_task_time_limit: int = 300
     celery_retry_backoff_max: int = 300
     sqs_max_receive_count: int = 10
-    # Event source mapping (stream -> handler).
-    stream_batch_size: int = 100
-    stream_batching_window_seconds: int = 1
+    # Event source mapping (stream -> handler). A large batch costs no lag (Lambda hands on
+    # what the shard has; batches only fill under load, where they pack more changes into a
+    # message: bench/RESULTS.md, scale_out.py). The window adds up to its own length to every
+    # change's lag, and Lambda takes whole seconds: 0 keeps p99 lag under a second.
+    stream_batch_size: int = 1000
+    stream_batching_window_seconds: int = 0
     stream_retry_attempts: int = 5
     stream_max_record_age_hours: int = 24
     # FIFO message groups per table (SYNC_MESSAGE_GROUPS): at most this many messages are

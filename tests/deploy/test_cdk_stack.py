@@ -183,8 +183,8 @@ def test_event_source_mapping_settings(template):
         {
             "EventSourceArn": _getatt(table_id, "StreamArn"),
             "StartingPosition": "TRIM_HORIZON",
-            "BatchSize": 100,
-            "MaximumBatchingWindowInSeconds": 1,
+            "BatchSize": 1000,
+            "MaximumBatchingWindowInSeconds": 0,
             "BisectBatchOnFunctionError": True,
             "MaximumRetryAttempts": 5,
             "MaximumRecordAgeInSeconds": 86400,
