@@ -14,6 +14,13 @@ from syncer.reconcile import ReconcileOptions, reconcile_run
 from tests.syncer import conftest as syncer_conftest
 from tests.syncer.conftest import gadget_change
 
+
+@pytest.fixture(autouse=True)
+def _no_settle(settings):
+    # Nothing writes while these run: no need to wait for changes in flight (issue 19).
+    settings.RECONCILE_SETTLE_SECONDS = 0
+
+
 gadget_mapping = syncer_conftest.gadget_mapping  # the fixture, shared
 
 

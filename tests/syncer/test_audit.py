@@ -16,6 +16,12 @@ from tests.syncer.test_reconcile import put_item, seed_drift
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _no_settle(settings):
+    # Nothing writes while these run: no need to wait for changes in flight (issue 19).
+    settings.RECONCILE_SETTLE_SECONDS = 0
+
+
 def reconcile(*args: str) -> None:
     with contextlib.suppress(SystemExit):  # exit status 1: drift left
         call_command("reconcile", *args, "--buckets", "2", stdout=io.StringIO())
