@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Tests always run with the test settings, whatever DJANGO_SETTINGS_MODULE says.
 PYTEST := $(PY) -m pytest --ds=config.settings.test
+# Two pytest processes (a file each at a time: a file's tests share fixtures and timing);
+# each has its own test database and moto. PYTEST_JOBS=0 runs in one process.
+PYTEST_JOBS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 
 .PHONY: setup test test-fast lint format run demo up down bench
 
@@ -13,7 +17,7 @@ setup:
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PYTEST)
+	$(PYTEST) $(PYTEST_PARALLEL)
 
 test-fast: setup
 	$(PYTEST) -m "not e2e and not faults and not deploy and not browser and not bench_smoke"
