@@ -7,10 +7,14 @@ and enqueues the publish on commit. The sync's own writes are marked and never c
 which is what keeps the two directions from looping.
 """
 
-from django.db import transaction
+import functools
+import time
+
+from django.db import OperationalError, transaction
 
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
+from syncer.apply import mysql_error_code
 from syncer.capture import legacy_write
 from syncer.models import OutboxEntry
 from syncer.outbox import key_resync, outbox_record
@@ -19,8 +23,36 @@ from syncer.outbox import key_resync, outbox_record
 DEFAULT_FIRST_NAME = "Gordon"
 DEFAULT_LAST_NAME = "Ramsay"
 
+# A legacy write and the sync's apply touch the same rows (the row, its key state, the
+# outbox through the capture trigger), so InnoDB may pick either as a deadlock victim.
+# The victim's whole transaction is rolled back: run it again rather than fail the request.
+RETRY_MYSQL_ERRORS = {1213, 1205}  # deadlock, lock wait timeout
+WRITE_ATTEMPTS = 3
 
-@transaction.atomic
+
+def legacy_transaction(fn):
+    """`fn` in its own transaction, run again (up to WRITE_ATTEMPTS) when the database rolls
+    it back as a deadlock victim or after a lock wait timeout. Inside a caller's transaction
+    it is part of that one, and the caller decides."""
+    atomic_fn = transaction.atomic(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if transaction.get_connection().in_atomic_block:
+            return atomic_fn(*args, **kwargs)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return atomic_fn(*args, **kwargs)
+            except OperationalError as exc:
+                if mysql_error_code(exc) not in RETRY_MYSQL_ERRORS or attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    return run
+
+
+@legacy_transaction
 def chef_create(*, first_name: str, last_name: str) -> Chef:
     """A new legacy row; it gets its DynamoDB key when it is first published."""
     chef = Chef(first_name=first_name, last_name=last_name)
@@ -30,7 +62,7 @@ def chef_create(*, first_name: str, last_name: str) -> Chef:
     return chef
 
 
-@transaction.atomic
+@legacy_transaction
 def chef_update(
     *,
     chef: Chef,
@@ -55,7 +87,7 @@ def chef_update(
     return chef
 
 
-@transaction.atomic
+@legacy_transaction
 def chef_delete(*, chef: Chef, seen_version: int | None = None) -> None:
     with legacy_write(seen_version=seen_version):
         chef.delete()
