@@ -196,18 +196,6 @@ def rows_statements(upserts: list[tuple], removes: list[str]) -> list[str]:
     return statements
 
 
-def multi(cur, statements: list[str]) -> list[tuple]:
-    """Statements in one round trip (MySQLdb enables the multi-statement protocol, which
-    both engines speak); the rows of the last result set that has rows."""
-    cur.execute(";\n".join(statements))
-    rows: list[tuple] = []
-    while True:
-        if cur.description is not None:
-            rows = list(cur.fetchall())
-        if not cur.nextset():
-            return rows
-
-
 def run_raw(plan: list[tuple[list, list]]) -> float:
     from django.db import connection, transaction
 
@@ -223,24 +211,13 @@ def run_raw_packed(plan: list[tuple[list, list]]) -> float:
     """Raw, with the transaction and both statements in one round trip."""
     from django.db import connection
 
+    from syncer.sql import round_trip
+
     with common.timed() as t:
         for upserts, removes in plan:
             with connection.cursor() as cur:
-                multi(cur, ["START TRANSACTION", *rows_statements(upserts, removes), "COMMIT"])
+                round_trip(cur, ["START TRANSACTION", *rows_statements(upserts, removes), "COMMIT"])
     return t[0]
-
-
-# The key state's columns; the batch's constants (mapping, applied_at) lead.
-STATE_FIELDS = (
-    "mapping",
-    "applied_at",
-    "key",
-    "sequence",
-    "previous_sequence",
-    "deleted",
-    "item_version",
-    "source_time",
-)
 
 
 def guard_rows(messages: list[list[dict]]) -> list[list[tuple]]:
@@ -271,6 +248,7 @@ def guard_statements() -> tuple[str, str, str]:
     SELECT prefix); the SELECT ends with `IN (` and the caller adds the keys."""
     from django.db import models
 
+    from syncer.apply import STATE_COLUMNS
     from syncer.models import KeyState
     from syncer.sql import insert_head, quote
 
@@ -278,7 +256,7 @@ def guard_statements() -> tuple[str, str, str]:
         return quote(KeyState._meta.get_field(name).column)
 
     table = KeyState._meta.db_table
-    head = insert_head(table, [KeyState._meta.get_field(f).column for f in STATE_FIELDS])
+    head = insert_head(table, [KeyState._meta.get_field(f).column for f in STATE_COLUMNS])
     newer = f"VALUES({col('sequence')}) > {col('sequence')}"
     moved = ", ".join(
         f"{col(f)} = IF({newer}, VALUES({col(f)}), {col(f)})"
@@ -336,7 +314,7 @@ def run_guarded_floor_packed(plan: list[tuple[list, list]], guards: list[list[tu
     from django.db import connection
     from django.utils import timezone
 
-    from syncer.sql import SqlValues
+    from syncer.sql import SqlValues, round_trip
 
     head, tail, select = guard_statements()
     now = str(timezone.now().replace(tzinfo=None))
@@ -347,7 +325,7 @@ def run_guarded_floor_packed(plan: list[tuple[list, list]], guards: list[list[tu
                 lead = values.lead("chef", now)
                 for row in guard:
                     values.add(row, lead)
-                found = multi(
+                found = round_trip(
                     cur,
                     [
                         "START TRANSACTION",
@@ -359,7 +337,7 @@ def run_guarded_floor_packed(plan: list[tuple[list, list]], guards: list[list[tu
                 )
                 if len(found) != len(guard):
                     raise SystemExit("guarded floor (packed): the read-back missed keys")
-                multi(cur, [*rows_statements(upserts, removes), "COMMIT"])
+                round_trip(cur, [*rows_statements(upserts, removes), "COMMIT"])
     return t[0]
 
 

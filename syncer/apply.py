@@ -33,7 +33,7 @@ from syncer.capture import sync_writes_mark
 from syncer.changes import EVENT_NAMES
 from syncer.models import AppliedChange, FailedChange, KeyState
 from syncer.registry import Mapping, MappingError, registry
-from syncer.sql import SqlValues, insert_head
+from syncer.sql import SqlValues, insert_head, round_trip
 from syncer.sql import quote as _q
 
 logger = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def _prep_save(field: models.Field, value: Any) -> Any:
 
 
 # The batch's constants (mapping, applied_at) lead, so they are escaped once per batch.
-_STATE_COLUMNS = (
+STATE_COLUMNS = (
     "mapping",
     "applied_at",
     "key",
@@ -411,20 +411,6 @@ def _guard_read_head() -> str:
         f"SELECT {_q('key')}, {_q('previous_sequence')} FROM {_q(state.db_table)} "
         f"FORCE INDEX ({_q('syncer_keystate_unique_key')}) WHERE {_q('mapping')} = "
     )
-
-
-def _round_trip(cur, statements: list[str]) -> list[tuple]:
-    """Send statements in one round trip (the driver's multi-statement protocol, which both
-    engines speak); return the rows of the result set that has rows. An error in any
-    statement is raised here, as Django's DatabaseError, and the rest is not run."""
-    cur.execute(";\n".join(statements))
-    rows: list[tuple] = []
-    with connection.wrap_database_errors:
-        while True:
-            if cur.description is not None:
-                rows = list(cur.fetchall())
-            if not cur.nextset():
-                return rows
 
 
 def _db_time(value: datetime | None) -> str | None:
@@ -482,12 +468,12 @@ def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: 
     for k in keys:
         w = newest[k]
         values.add((k, w.seq, None, w.event == "REMOVE", w.version, w.db_source_time), lead)
-    upsert = values.sql(insert_head(KeyState._meta.db_table, _STATE_COLUMNS), _guard_tail())
+    upsert = values.sql(insert_head(KeyState._meta.db_table, STATE_COLUMNS), _guard_tail())
     read = (
         f"{_guard_read_head()}{values.text([name])} AND {_q('key')} IN ({values.text(keys)})"
         " FOR UPDATE"
     )
-    found = dict(_round_trip(cur, [*begin, upsert, read]))
+    found = dict(round_trip(cur, [*begin, upsert, read]))
     if len(found) != len(keys):
         raise DatabaseError(f"key state read returned {len(found)} of {len(keys)} keys")
     winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
@@ -538,7 +524,7 @@ def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: 
         lag = (now - item.source_time).total_seconds() if item.source_time else None
         log.append((item.event, outcome, lag))
     writes.append(values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
-    _round_trip(cur, [*writes, *end])
+    round_trip(cur, [*writes, *end])
 
     metrics.applied_record(mapping=mapping.name, items=log)
     if logger.isEnabledFor(logging.DEBUG):

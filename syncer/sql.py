@@ -72,3 +72,17 @@ class SqlValues:
 
     def clear(self) -> None:
         self.rows, self.size = [], 0
+
+
+def round_trip(cur, statements: list[str]) -> list[tuple]:
+    """Send statements in one round trip (the driver's multi-statement protocol, which both
+    engines speak); return the rows of the result set that has rows. An error in any
+    statement is raised here, as Django's DatabaseError, and the rest is not run."""
+    cur.execute(";\n".join(statements))
+    rows: list[tuple] = []
+    with connection.wrap_database_errors:
+        while True:
+            if cur.description is not None:
+                rows = list(cur.fetchall())
+            if not cur.nextset():
+                return rows

@@ -15,6 +15,7 @@ killed worker held comes back (and a retried batch runs again) within a test's p
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections.abc import Callable
@@ -255,11 +256,26 @@ class ChangeFlow:
     seed: int = 8
     live: set[str] = field(default_factory=set)
 
-    def run(self, on_step: Callable[[int], None] | None = None) -> None:
+    def run(
+        self,
+        on_step: Callable[[int], None] | None = None,
+        *,
+        more: Callable[[], bool] | None = None,
+        max_extra: int = 2000,
+    ) -> None:
+        """The flow; then, while `more()` holds (a fault still waiting for work in flight:
+        a restarted process may miss the last steps), up to `max_extra` ordinary writes."""
         client = boto3.client("dynamodb", endpoint_url=settings.AWS_ENDPOINT_URL)
         rng = random.Random(self.seed)
         fix_at = {p: min(self.total - 1, p + 300) for p in self.poison}
-        for n in range(self.total):
+        steps = itertools.chain(
+            range(self.total),
+            itertools.takewhile(
+                lambda _n: more is not None and more(),
+                range(self.total, self.total + max_extra),
+            ),
+        )
+        for n in steps:
             if on_step:
                 on_step(n)
             if n in self.poison:

@@ -44,7 +44,7 @@ def test_worker_sigkilled_five_times(fault_worker, fault_relay):
     kills = KillPoints(
         {300, 600, 900, 1200, 1500}, busy=lambda: fault_worker.probe.running(APPLY_TASK), fire=kill
     )
-    ChangeFlow().run(kills.step)
+    ChangeFlow().run(kills.step, more=lambda: kills.armed > 0)
     kills.assert_all_fired()
     assert_converged(timeout=180)
     mid_batch = sum(kills.fired)
@@ -61,7 +61,7 @@ def test_relay_sigkilled_mid_batch(fault_worker, fault_relay):
         return landed
 
     kills = KillPoints({500, 1000, 1500}, busy=watch.poll, fire=kill)
-    ChangeFlow(seed=9).run(kills.step)
+    ChangeFlow(seed=9).run(kills.step, more=lambda: kills.armed > 0)
     kills.assert_all_fired()
     assert_converged(timeout=180)
     mid_batch = sum(kills.fired)
@@ -94,7 +94,7 @@ def test_mysql_link_cut_for_20_seconds(make_worker, fault_relay):
 
     cuts = KillPoints({600}, busy=lambda: worker.probe.running(APPLY_TASK), fire=cut)
     try:
-        ChangeFlow(seed=10).run(cuts.step)
+        ChangeFlow(seed=10).run(cuts.step, more=lambda: cuts.armed > 0)
         cuts.assert_all_fired()
         assert restored.wait(40)
         assert_converged(timeout=180)
