@@ -30,8 +30,8 @@ class KeyState(models.Model):
     )
     applied_at = models.DateTimeField()
     # Written by the apply's guarded upsert (`previous_sequence = sequence` before the
-    # sequence moves) and read back with RETURNING: one statement both locks the key and
-    # tells which changes won, instead of a locking SELECT plus placeholder inserts.
+    # sequence moves) and read back by a locking read of the rows that upsert locked, in the
+    # same round trip: it tells which changes won (portable to MySQL 8.0, no RETURNING).
     previous_sequence = SequenceField(
         null=True,
         blank=True,
