@@ -88,15 +88,12 @@ def audited(
 ) -> Iterator[AuditResult]:
     object_ids = list(object_ids)
     result = AuditResult(count=len(object_ids))
+    common = {"action": action, "target": target, "via": via, "user": user, "actor": actor}
     try:
         yield result
     except BaseException as exc:
         audit_record(
-            action=action,
-            target=target,
-            via=via,
-            user=user,
-            actor=actor,
+            **common,
             object_ids=object_ids,
             count=result.count,
             outcome=AuditEntry.Outcome.FAILED,
@@ -104,11 +101,7 @@ def audited(
         )
         raise
     audit_record(
-        action=action,
-        target=target,
-        via=via,
-        user=user,
-        actor=actor,
+        **common,
         object_ids=object_ids,
         count=result.count,
         outcome=result.outcome,
