@@ -197,9 +197,6 @@ def main() -> None:
         )
     finally:
         if not args.keep_database:
-            from django.db import connections
-
-            connections.close_all()
             common.database_drop(args.database)
 
 

@@ -60,7 +60,14 @@ def database_recreate(name: str) -> None:
 
 
 def database_drop(name: str) -> None:
+    """Drop the scratch database, closing this process's Django connections to it first."""
     import MySQLdb
+    from django.conf import settings
+
+    if settings.configured:
+        from django.db import connections
+
+        connections.close_all()
 
     conn = MySQLdb.connect(host=DEFAULT_DB_HOST, port=DEFAULT_DB_PORT, user="root")
     try:

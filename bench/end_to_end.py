@@ -285,9 +285,6 @@ def main() -> None:
         for proc in procs:
             proc.stop()
         moto.stop()
-        from django.db import connections
-
-        connections.close_all()
         if not args.keep_database:
             common.database_drop(args.database)
         print(f"(process logs in {logs})")

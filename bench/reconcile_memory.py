@@ -414,9 +414,6 @@ def main() -> None:
     finally:
         if moto is not None:
             moto.stop()
-        from django.db import connections
-
-        connections.close_all()
         if not args.keep_database:
             common.database_drop(args.database)
 

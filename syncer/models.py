@@ -31,7 +31,7 @@ class KeyState(models.Model):
     applied_at = models.DateTimeField()
     # Written by the apply's guarded upsert (`previous_sequence = sequence` before the
     # sequence moves) and read back by a locking read of the rows that upsert locked, in the
-    # same round trip: it tells which changes won (portable to MySQL 8.0, no RETURNING).
+    # same round trip: it tells which changes won (portable to MySQL 8.0).
     previous_sequence = SequenceField(
         null=True,
         blank=True,
