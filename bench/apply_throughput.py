@@ -6,7 +6,7 @@ of 100 records, each packed by the stream handler into one message per FIFO grou
 by default, so about 25 changes per task; `--groups 1` gives 100 per task). Then, each from
 an empty table, over the same Django connection:
 
-- apply: `syncer.apply.changes_apply(changes=message)` per message (guard, tombstones,
+- apply: `syncer.pipeline.apply.changes_apply(changes=message)` per message (guard, tombstones,
   change log, one transaction per message);
 - raw:   the floor of what MySQL can do for the same effect: per message, one multi-row
   `INSERT ... ON DUPLICATE KEY UPDATE` of the rows the apply service wrote and one
@@ -39,7 +39,8 @@ SEQ_BASE = 10**20  # stream sequence numbers are ~21-digit decimals
 
 
 def changes_generate(*, total: int, keys: int, seed: int, dup_rate: float) -> list[dict]:
-    """Stream-ordered change messages (syncer/changes.py format) with redeliveries."""
+    """Stream-ordered change messages (the format of syncer/pipeline/stream/contract.py) with
+    redeliveries."""
     rng = random.Random(seed)
     live: set[str] = set()
     out: list[dict] = []
@@ -83,7 +84,7 @@ def messages_pack_groups(
 ) -> list[tuple[str, list[dict]]]:
     """What the workers receive: each relay batch packed by the stream handler's own `pack`
     (one message per FIFO group, split at the message size budget), as (group, changes)."""
-    from syncer.stream_handler import DEFAULT_MAX_MESSAGE_BYTES, pack
+    from syncer.pipeline.stream.handler import DEFAULT_MAX_MESSAGE_BYTES, pack
 
     messages: list[tuple[str, list[dict]]] = []
     for start in range(0, len(changes), relay_batch):
@@ -154,7 +155,7 @@ def table_rows() -> dict[str, tuple[str, str]]:
 
 
 def run_apply(messages: list[list[dict]]) -> float:
-    from syncer.apply import changes_apply
+    from syncer.pipeline.apply import changes_apply
 
     failed = 0
     with common.timed() as t:
@@ -176,8 +177,8 @@ def literals(values) -> str:
 
 def rows_statements(upserts: list[tuple], removes: list[str]) -> list[str]:
     """The floor's data write for one message: one multi-row upsert, one DELETE ... IN, with
-    the VALUES built as the apply builds them (syncer.sql.SqlValues)."""
-    from syncer.sql import SqlValues, insert_head
+    the VALUES built as the apply builds them (syncer.store.sql.SqlValues)."""
+    from syncer.store.sql import SqlValues, insert_head
 
     statements = []
     if upserts:
@@ -211,7 +212,7 @@ def run_raw_packed(plan: list[tuple[list, list]]) -> float:
     """Raw, with the transaction and both statements in one round trip."""
     from django.db import connection
 
-    from syncer.sql import round_trip
+    from syncer.store.sql import round_trip
 
     with common.timed() as t:
         for upserts, removes in plan:
@@ -243,14 +244,14 @@ def guard_statements() -> tuple[str, str, str]:
     - a read-back of those sequences by the unique key (what tells the winners; MySQL 8.0
       has no INSERT ... RETURNING, so this is a second statement).
 
-    Built from the public model and syncer.sql, not from the apply's private helpers, so the
+    Built from the public model and syncer.store.sql, not from the apply's private helpers, so the
     floor stays what it says when the apply changes. Returns (insert head, upsert tail,
     SELECT prefix); the SELECT ends with `IN (` and the caller adds the keys."""
     from django.db import models
 
-    from syncer.apply import STATE_COLUMNS
     from syncer.models import KeyState
-    from syncer.sql import insert_head, quote
+    from syncer.pipeline.apply import STATE_COLUMNS
+    from syncer.store.sql import insert_head, quote
 
     def col(name: str) -> str:
         return quote(KeyState._meta.get_field(name).column)
@@ -284,7 +285,7 @@ def run_guarded_floor(plan: list[tuple[list, list]], guards: list[list[tuple]]) 
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from syncer.sql import SqlValues
+    from syncer.store.sql import SqlValues
 
     head, tail, select = guard_statements()
     now = str(timezone.now().replace(tzinfo=None))
@@ -314,7 +315,7 @@ def run_guarded_floor_packed(plan: list[tuple[list, list]], guards: list[list[tu
     from django.db import connection
     from django.utils import timezone
 
-    from syncer.sql import SqlValues, round_trip
+    from syncer.store.sql import SqlValues, round_trip
 
     head, tail, select = guard_statements()
     now = str(timezone.now().replace(tzinfo=None))

@@ -1,4 +1,4 @@
-"""Capture trigger cost: what the triggers on cheftable (syncer/capture.py) add to a legacy
+"""Capture trigger cost: what the triggers on cheftable (syncer/outbox/capture.py) add to a legacy
 write and to an applied change.
 
 Each measurement runs with the triggers and with them dropped, alternately (`--repeats`
@@ -45,7 +45,7 @@ def _plain(database: str):
 def _clear() -> None:
     from django.db import connection
 
-    from syncer.capture import sync_writes_mark
+    from syncer.outbox.capture import sync_writes_mark
 
     sync_writes_mark()  # clearing the tables is not a legacy write
     with connection.cursor() as cur:
@@ -124,7 +124,7 @@ def main() -> None:
     try:
         common.django_setup(database=args.database)
         from chefs.mapping import CHEF_MAPPING
-        from syncer.capture import triggers_install, triggers_present, triggers_remove
+        from syncer.outbox.capture import triggers_install, triggers_present, triggers_remove
 
         changes = apply_throughput.changes_generate(
             total=args.changes, keys=args.keys, seed=8, dup_rate=0.05

@@ -246,7 +246,7 @@ def way_scan_alone(args) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from chefs.mapping import CHEF_MAPPING
-    from syncer.reconcile import ReconcileOptions, dynamo_scan_pages
+    from syncer.reconcile.run import ReconcileOptions, dynamo_scan_pages
 
     segments = args.segments or ReconcileOptions().segments
     baseline = rss_mib()
@@ -267,7 +267,7 @@ def way_reconcile(args) -> dict:
     import tracemalloc
 
     from chefs.mapping import CHEF_MAPPING
-    from syncer.reconcile import ReconcileOptions, reconcile_run
+    from syncer.reconcile.run import ReconcileOptions, reconcile_run
 
     overrides = {}
     if args.segments:

@@ -1,7 +1,7 @@
 """Scale-out: N worker processes apply disjoint FIFO groups at once against one MariaDB.
 
 The changes of bench/apply_throughput.py (INSERT / MODIFY / REMOVE with redeliveries, in
-stream order) are packed as the stream handler packs them (`syncer.stream_handler.pack`:
+stream order) are packed as the stream handler packs them (`syncer.pipeline.stream.handler.pack`:
 relay batches cut into one message per FIFO group). In production SQS hands each group to
 one consumer at a time, so at most `groups` workers apply at once; here worker i of N takes
 the groups i, i+N, ... and applies its messages in stream order with `changes_apply`, each
@@ -56,7 +56,7 @@ def worker_main(database: str, rtt_ms: float, messages: list[list[dict]], ready,
     """One worker: its own Django connection (through its own delaying proxy when rtt_ms),
     waits for the start, applies its messages in order, reports its times and CPU."""
     common.django_setup(database=database, migrate=False)
-    from syncer.apply import TransientApplyError, changes_apply
+    from syncer.pipeline.apply import TransientApplyError, changes_apply
 
     proxy = common.database_proxy(rtt_ms=rtt_ms) if rtt_ms else None
     common.database_route(proxy)

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 from chefs import selectors, services
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
-from syncer.admin import has_model_perm
-from syncer.audit import admin_audited
-from syncer.selectors import SyncState, key_state_get, sync_annotations, sync_state_of
+from syncer.ops.admin import has_model_perm
+from syncer.ops.audit import admin_audited
+from syncer.ops.selectors import SyncState, key_state_get, sync_annotations, sync_state_of
 
 
 class HasKeyFilter(admin.SimpleListFilter):

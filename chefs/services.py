@@ -1,7 +1,7 @@
 """Write-side services for the legacy table. Admin, APIs and commands call these.
 
 Every write to cheftable, from here or from any SQL client, gets its outbox entry from the
-capture triggers in the same transaction (syncer.capture), so it reaches DynamoDB. These
+capture triggers in the same transaction (syncer.outbox.capture), so it reaches DynamoDB. These
 services write inside `legacy_write()`, which hands the trigger the version the editor saw
 and enqueues the publish on commit. The sync's own writes are marked and never captured,
 which is what keeps the two directions from looping.
@@ -14,10 +14,10 @@ from django.db import OperationalError, transaction
 
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
-from syncer.apply import mysql_error_code
-from syncer.capture import legacy_write
 from syncer.models import OutboxEntry
-from syncer.outbox import key_resync, outbox_record
+from syncer.outbox.capture import legacy_write
+from syncer.outbox.publish import key_resync, outbox_record
+from syncer.pipeline.apply import mysql_error_code
 
 # The legacy API filled a missing name with these; kept for compatibility.
 DEFAULT_FIRST_NAME = "Gordon"

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chefs.api import dynamo, legacy
 from config import views as config_views
-from syncer import views as syncer_views
+from syncer.ops import views as syncer_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),

@@ -39,8 +39,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncer.aws import dynamo_errors, dynamodb_client
-from syncer.capture import sync_writes_mark
 from syncer.models import BackfillCheckpoint, KeyState
+from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping, MappingError
 
 logger = logging.getLogger(__name__)

@@ -364,7 +364,7 @@ class ReconcileKey(models.Model):
 
 class AuditEntry(models.Model):
     """One operator action (admin action or repairing command): who, when, what, outcome.
-    Written by `syncer.audit`; read-only in the admin."""
+    Written by `syncer.ops.audit`; read-only in the admin."""
 
     class Via(models.TextChoices):
         ADMIN = "admin", "admin"

@@ -4,11 +4,13 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from syncer import changelog, cloudwatch, outbox
-from syncer.apply import TransientApplyError, changes_apply
-from syncer.changelog import PRUNE_TASK_NAME
-from syncer.changes import APPLY_TASK_NAME
-from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
+from syncer.ops import cloudwatch
+from syncer.outbox import publish as outbox
+from syncer.outbox.publish import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
+from syncer.pipeline import changelog
+from syncer.pipeline.apply import TransientApplyError, changes_apply
+from syncer.pipeline.changelog import PRUNE_TASK_NAME
+from syncer.pipeline.stream.contract import APPLY_TASK_NAME
 
 
 class FifoGroupTask(Task):
@@ -84,26 +86,26 @@ def cloudwatch_publish() -> int:
 
 @shared_task(name="syncer.reconcile_scan", acks_late=True)
 def reconcile_scan(run_id: int, mapping: str, segment: int) -> dict:
-    from syncer.reconcile import segment_scan_task
+    from syncer.reconcile.run import segment_scan_task
 
     return segment_scan_task(run_id=run_id, mapping=mapping, segment=segment)
 
 
 @shared_task(name="syncer.reconcile_compare", acks_late=True)
 def reconcile_compare(run_id: int, mapping: str, bucket: int, buckets: int) -> dict:
-    from syncer.reconcile import bucket_compare_task
+    from syncer.reconcile.run import bucket_compare_task
 
     return bucket_compare_task(run_id=run_id, mapping=mapping, bucket=bucket, buckets=buckets)
 
 
-# --- the admin's reconcile repair (syncer.services.reconcile_repair_request) -----------
+# --- the admin's reconcile repair (syncer.pipeline.failed.reconcile_repair_request) -----------
 # Not acks_late: a run is long and conditioned on what it scanned; a lost one is run again
 # by hand rather than redelivered while it may still be running.
 
 
 @shared_task(name="syncer.reconcile_repair", acks_late=False)
 def reconcile_repair(mapping_names: list[str], direction: str, user_id: int | None) -> int:
-    from syncer.services import reconcile_repair_run
+    from syncer.pipeline.failed import reconcile_repair_run
 
     report = reconcile_repair_run(mapping_names=mapping_names, direction=direction, user_id=user_id)
     return report.unrepaired

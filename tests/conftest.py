@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chefs.roles import WRITERS
-from syncer.capture import sync_writes_mark
+from syncer.outbox.capture import sync_writes_mark
 from tests.factories import UserFactory, user_with_roles
 from tests.procs import ManagedProcess, relay_argv, worker_argv
 
@@ -20,7 +20,7 @@ def _mark_test_connection(sender, connection, **kwargs) -> None:
     # In the test process, rows written straight through the ORM are fixtures: MySQL as the
     # sync left it (or drift made behind its back). The capture triggers skip them, as they
     # skip the sync's writes; the legacy services (legacy_write) and plain client
-    # connections (tests/syncer/test_capture.py) are captured as in production.
+    # connections (tests/syncer/outbox/test_capture.py) are captured as in production.
     sync_writes_mark(conn=connection)
 
 

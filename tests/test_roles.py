@@ -20,8 +20,8 @@ from chefs.api.permissions import ChefPermissions
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from chefs.roles import READERS, ROLES, SYNC_OPERATORS, WRITERS
-from syncer.apply import changes_apply
 from syncer.models import AuditEntry, Conflict, FailedChange, OutboxEntry
+from syncer.pipeline.apply import changes_apply
 from tests.factories import ChefFactory, user_with_roles
 from tests.syncer import conftest as syncer_conftest
 from tests.syncer.conftest import gadget_change

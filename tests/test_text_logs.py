@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 
 from chefs.mapping import CHEF_MAPPING
-from syncer.apply import changes_apply
 from syncer.aws import dynamodb_client
-from syncer.reconcile import ReconcileOptions, reconcile_run
+from syncer.pipeline.apply import changes_apply
+from syncer.reconcile.run import ReconcileOptions, reconcile_run
 from tests.syncer import conftest as syncer_conftest
 from tests.syncer.conftest import gadget_change
 

@@ -14,7 +14,7 @@ from chefs.api.fields import NameField
 from chefs.api.pagination import LinkHeaderPagination
 from chefs.api.permissions import ChefPermissions
 from chefs.models import Chef
-from syncer.selectors import database_server_info
+from syncer.ops.selectors import database_server_info
 
 
 class LegacyChefOutput(serializers.ModelSerializer):

@@ -1,9 +1,9 @@
 """Triggers that capture every write to cheftable into the outbox, whoever makes it
-(syncer/capture.py). Generated from the chef mapping; run again when its fields change."""
+(syncer/outbox/capture.py). Generated from the chef mapping; run again when its fields change."""
 
 from django.db import migrations
 
-from syncer.capture import CaptureTriggers
+from syncer.outbox.capture import CaptureTriggers
 
 
 class Migration(migrations.Migration):

@@ -237,7 +237,7 @@ OUTBOX_SWEEP_SECONDS = env.int("OUTBOX_SWEEP_SECONDS", default=30)
 # A pending entry not published this long after it was (re)enqueued is taken as lost and
 # enqueued again by the sweep; at most once per period, so a busy queue is not flooded.
 OUTBOX_LOST_AFTER_SECONDS = env.int("OUTBOX_LOST_AFTER_SECONDS", default=120)
-# CloudWatch metrics of the sync (syncer/cloudwatch.py): the AWS stack turns them on.
+# CloudWatch metrics of the sync (syncer/ops/cloudwatch.py): the AWS stack turns them on.
 CLOUDWATCH_METRICS = env.bool("CLOUDWATCH_METRICS", default=False)
 CLOUDWATCH_NAMESPACE = env("CLOUDWATCH_NAMESPACE", default="Backsync")
 CLOUDWATCH_METRICS_SECONDS = env.int("CLOUDWATCH_METRICS_SECONDS", default=60)

@@ -26,7 +26,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {  # noqa: F405
     "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
 }
 
-# /metrics and /healthz details (syncer.access); tests send it as a bearer token.
+# /metrics and /healthz details (syncer.ops.access); tests send it as a bearer token.
 METRICS_TOKEN = env("METRICS_TOKEN", default="test-metrics-token")
 
 # The suite makes many requests per user (schemathesis): throttle tests set their own rates.

@@ -1,9 +1,10 @@
 """Build the stream handler's Lambda asset from the project's own code.
 
-The Lambda runs exactly the modules the local relay calls (`syncer/stream_handler.py` and
-the change format it imports, `syncer/changes.py`), copied into `deploy/build/lambda/`
-with the `syncer` package layout kept, so the handler is `syncer.stream_handler.handler`.
-`syncer/__init__.py` is replaced by an empty file: the Lambda has no Django.
+The Lambda runs exactly the package the local relay calls, `syncer/pipeline/stream/` (the
+handler and the change contract it shares with the worker), copied into
+`deploy/build/lambda/` with its package path kept, so the handler is
+`syncer.pipeline.stream.handler.handler`. The parent packages' `__init__.py` are written
+empty: the Lambda has no Django (an import-linter contract keeps the package free of it).
 
 Third-party dependencies are listed in `requirements.txt` next to the code. They are
 installed into the asset with pip (manylinux wheels for the Lambda's Python) only when
@@ -17,18 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-HANDLER = "syncer.stream_handler.handler"
-HANDLER_MODULES = ("stream_handler.py", "changes.py")
+HANDLER = "syncer.pipeline.stream.handler.handler"
+# The package the Lambda ships, relative to the repository root.
+HANDLER_PACKAGE = Path("syncer", "pipeline", "stream")
 # What the handler imports besides the standard library (boto3 is in the runtime, but the
 # pinned one is packaged so that local and Lambda behaviour match).
 REQUIREMENTS = ("aws-lambda-powertools>=3.0,<4", "celery[sqs]>=5.5,<6", "boto3>=1.34,<2")
 LAMBDA_PYTHON_VERSION = "3.12"
-PLACEHOLDER = '''"""Placeholder written at synth time: syncer/stream_handler.py was not found."""
-
-
-def handler(event, context):
-    raise RuntimeError("backsync stream handler was not packaged")
-'''
 
 
 class LambdaAssetError(RuntimeError):
@@ -37,22 +33,19 @@ class LambdaAssetError(RuntimeError):
 
 def build_lambda_asset(*, repo_root: Path, out_dir: Path, install_deps: bool = False) -> Path:
     """(Re)create `out_dir` with the handler code and, optionally, its dependencies."""
-    src = repo_root / "syncer"
+    src = repo_root / HANDLER_PACKAGE
+    modules = sorted(src.glob("*.py"))
+    if not (src / "handler.py").is_file():
+        raise LambdaAssetError(f"missing {src / 'handler.py'}: the Lambda asset needs it")
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    pkg = out_dir / "syncer"
+    pkg = out_dir / HANDLER_PACKAGE
     pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    for name in HANDLER_MODULES:
-        source = src / name
-        if source.is_file():
-            shutil.copy2(source, pkg / name)
-        elif name == "stream_handler.py":
-            # The handler may not exist yet on a branch; synth must still work (tests), and
-            # the placeholder fails loudly if it is ever deployed.
-            (pkg / name).write_text(PLACEHOLDER)
-        else:
-            raise LambdaAssetError(f"missing {source}: the Lambda asset needs it")
+    for parent in HANDLER_PACKAGE.parents:
+        if parent != Path("."):
+            (out_dir / parent / "__init__.py").write_text("")
+    for source in modules:
+        shutil.copy2(source, pkg / source.name)
     requirements = out_dir / "requirements.txt"
     requirements.write_text("\n".join(REQUIREMENTS) + "\n")
     if install_deps:

@@ -180,7 +180,7 @@ PROJECT_PACKAGES = ("syncer", "chefs", "config")
 
 def test_benches_import_only_public_names():
     """A bench that reaches into a `_private` name breaks silently when it moves (issue 17:
-    `_insert_head` moved to syncer.sql and `make bench` failed)."""
+    `_insert_head` moved to syncer.store.sql and `make bench` failed)."""
     import ast
 
     private = []

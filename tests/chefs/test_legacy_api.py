@@ -218,7 +218,7 @@ class TestSchema:
 
 
 class TestOutbox:
-    """Every legacy write records what the outbox publishes (tests/syncer/test_outbox.py)."""
+    """Every legacy write records what the outbox publishes (tests/syncer/outbox/)."""
 
     def test_writes_record_outbox_entries(self, api_client):
         from syncer.models import OutboxEntry

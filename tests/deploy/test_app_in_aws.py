@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.test import override_settings
 
-from syncer import dashboard, health
+from syncer.ops import dashboard, health
 from tests.deploy.test_production_settings import production_env, run
 from tests.plugins.aws import free_port
 

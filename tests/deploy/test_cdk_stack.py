@@ -200,17 +200,22 @@ def test_handler_function_runs_the_projects_handler(template, synth):
         "AWS::Lambda::Function",
         {
             "Runtime": "python3.12",
-            "Handler": "syncer.stream_handler.handler",
+            "Handler": "syncer.pipeline.stream.handler.handler",
             "Environment": {"Variables": Match.object_like({"SYNC_QUEUE_URL": {"Ref": sync_id}})},
         },
     )
     # The asset is the project's own code, copied unchanged, with no Django package init.
     lambda_dir = synth["lambda_dir"]
-    for name in ("stream_handler.py", "changes.py"):
-        assert (lambda_dir / "syncer" / name).read_bytes() == (
-            REPO_ROOT / "syncer" / name
+    package = Path("syncer", "pipeline", "stream")
+    sources = sorted(p.name for p in (REPO_ROOT / package).glob("*.py"))
+    assert {"handler.py", "contract.py"} <= set(sources)
+    assert sorted(p.name for p in (lambda_dir / package).glob("*.py")) == sources
+    for name in sources:
+        assert (lambda_dir / package / name).read_bytes() == (
+            REPO_ROOT / package / name
         ).read_bytes()
     assert (lambda_dir / "syncer" / "__init__.py").read_text() == ""
+    assert (lambda_dir / "syncer" / "pipeline" / "__init__.py").read_text() == ""
     assert "aws-lambda-powertools" in (lambda_dir / "requirements.txt").read_text()
 
 
@@ -627,7 +632,7 @@ def _queue_name_dim(template: Template, name: str) -> dict:
 
 
 def test_alarms_exist_with_metric_threshold_and_notification(either):
-    from syncer import cloudwatch
+    from syncer.ops import cloudwatch
 
     template = either["template"]
     handler = {"Ref": next(iter(_resources(template, "AWS::Lambda::Function")))}
@@ -685,7 +690,7 @@ def test_alarms_exist_with_metric_threshold_and_notification(either):
 
 def test_custom_metrics_are_the_ones_the_worker_publishes(template):
     from config.settings import base
-    from syncer import cloudwatch
+    from syncer.ops import cloudwatch
 
     custom = {
         props["MetricName"]

@@ -131,7 +131,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.test import RequestFactory
-from syncer.views import sync_dashboard
+from syncer.ops.views import sync_dashboard
 
 here = os.getcwd()
 for module in (config, chefs, syncer):

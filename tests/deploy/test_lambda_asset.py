@@ -24,7 +24,7 @@ import boto3
 import pytest
 from django.conf import settings
 
-from syncer.relay import lambda_record
+from syncer.local.relay import lambda_record
 from tests.procs import wait_until
 from tests.stores import dynamo_rows, mysql_rows, stream_records
 
@@ -46,9 +46,10 @@ asset = sys.argv[1]
 sys.path.insert(0, asset)
 # Nothing outside the asset but the standard library (-I -S left no site-packages).
 assert not [p for p in sys.path if "site-packages" in p], sys.path
-from syncer.stream_handler import handler
+from syncer.pipeline.stream.handler import handler
 import boto3, celery, kombu, aws_lambda_powertools
-for module in (boto3, celery, kombu, aws_lambda_powertools, sys.modules["syncer.stream_handler"]):
+own = sys.modules["syncer.pipeline.stream.handler"]
+for module in (boto3, celery, kombu, aws_lambda_powertools, own):
     assert module.__file__.startswith(asset), module.__file__
 event = json.load(sys.stdin)
 print(json.dumps({"response": handler(event, None), "version": list(sys.version_info[:2])}))
@@ -97,9 +98,8 @@ def lambda_asset(tmp_path_factory) -> tuple[Path, str]:
 
 def test_asset_holds_the_handler_and_its_dependencies(lambda_asset):
     asset, _ = lambda_asset
-    assert (asset / "syncer" / "stream_handler.py").read_bytes() == (
-        REPO_ROOT / "syncer" / "stream_handler.py"
-    ).read_bytes()
+    handler = Path("syncer", "pipeline", "stream", "handler.py")
+    assert (asset / handler).read_bytes() == (REPO_ROOT / handler).read_bytes()
     for package in ("celery", "kombu", "boto3", "botocore", "aws_lambda_powertools"):
         assert (asset / package / "__init__.py").is_file(), package
     assert not (asset / "django").exists()  # the Lambda has no Django

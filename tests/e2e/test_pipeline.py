@@ -10,7 +10,7 @@ from django.conf import settings
 
 from chefs.models import Chef
 from syncer.models import FailedChange
-from syncer.services import failed_change_replay
+from syncer.pipeline.failed import failed_change_replay
 from tests.procs import wait_until
 from tests.stores import assert_synced, dynamo_rows, mysql_rows, reconcile_drift
 

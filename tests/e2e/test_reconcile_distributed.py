@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from syncer.models import ReconcileTask
-from tests.syncer.test_reconcile import seed_drift
+from tests.syncer.reconcile.test_run import seed_drift
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ def pytest_report_header(config) -> list[str]:
     from django.conf import settings
 
     try:
-        from syncer.selectors import database_server_info
+        from syncer.ops.selectors import database_server_info
 
         info = database_server_info(settings_dict=settings.DATABASES["default"])
         server = f"{info['engine']} {info['version']}"

@@ -4,12 +4,12 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncer.audit import audit_record, command_actor
 from syncer.aws import DynamoUnavailable
 from syncer.backfill import BackfillError, BackfillResult, backfill_run
 from syncer.models import AuditEntry
-from syncer.progress import Progress
-from syncer.reconcile import ReconcileError, mappings_resolve
+from syncer.ops.audit import audit_record, command_actor
+from syncer.ops.progress import Progress
+from syncer.reconcile.run import ReconcileError, mappings_resolve
 
 EXIT_DONE, EXIT_FAILED_ITEMS, EXIT_ERROR = 0, 1, 2
 

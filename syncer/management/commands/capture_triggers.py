@@ -1,10 +1,10 @@
 """manage.py capture_triggers: show, (re)create or drop the triggers that capture every
-write to the mapped legacy tables into the outbox (syncer/capture.py)."""
+write to the mapped legacy tables into the outbox (syncer/outbox/capture.py)."""
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from syncer.capture import (
+from syncer.outbox.capture import (
     trigger_names,
     triggers_drop_sql,
     triggers_install,

@@ -6,11 +6,11 @@ from contextlib import nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncer.audit import AuditResult, audited, command_actor
 from syncer.aws import DynamoUnavailable
 from syncer.models import AuditEntry
-from syncer.progress import Progress
-from syncer.reconcile import (
+from syncer.ops.audit import AuditResult, audited, command_actor
+from syncer.ops.progress import Progress
+from syncer.reconcile.run import (
     REPAIR_DIRECTIONS,
     SAMPLED_KINDS,
     ReconcileError,

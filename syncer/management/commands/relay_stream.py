@@ -5,7 +5,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncer.relay import STARTING_POSITIONS, RelayError, StreamRelay
+from syncer.local.relay import STARTING_POSITIONS, RelayError, StreamRelay
 
 VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 

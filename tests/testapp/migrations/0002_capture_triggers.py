@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from syncer.capture import CaptureTriggers
+from syncer.outbox.capture import CaptureTriggers
 from tests.testapp.mapping import GADGET_MAPPING
 
 

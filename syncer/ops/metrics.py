@@ -1,0 +1,182 @@
+"""Prometheus metrics of the sync, served at /metrics.
+
+Two sources, combined at scrape time:
+
+- Events (changes applied and failed, lag, relay batches, outbox publishes) are counted
+  where they happen: in the worker, the relay and the web process (admin replays). Across
+  processes they meet through prometheus-client's multiprocess mode: every process started
+  with `PROMETHEUS_MULTIPROC_DIR` set (one directory shared by web, worker and relay on a
+  machine; emptied when the stack starts) writes its values there, and /metrics reads them
+  all. Without the variable, /metrics shows only the serving process's own counters.
+- State (outbox backlog, open failed changes and conflicts, last apply and relay batch)
+  is read from MySQL at scrape time by `SyncStateCollector`, so it is right whichever
+  process changed it, also where web and worker run on different machines (AWS).
+
+Counters are bumped after the transaction that did the work commits (`on_commit`), so a
+rolled-back batch that is retried is not counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from django.db import transaction
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # prometheus-client writes one file per process there; it must exist before any write.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+CHANGES_APPLIED = Counter(
+    "backsync_changes_applied",
+    "Stream changes processed by the apply service (stale: older than what was applied).",
+    ["mapping", "event", "outcome"],
+)
+CHANGES_FAILED = Counter(
+    "backsync_changes_failed",
+    "Changes kept as failed (each failed attempt counts).",
+    ["mapping", "event", "source"],
+)
+SYNC_LAG = Histogram(
+    "backsync_sync_lag_seconds",
+    "Stream record time to MySQL commit, per applied change.",
+    ["mapping"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
+RELAY_BATCHES = Counter(
+    "backsync_relay_batches", "Batches the relay handed to the stream handler.", ["table"]
+)
+RELAY_RECORDS = Counter("backsync_relay_records", "Stream records the relay handed on.", ["table"])
+OUTBOX_PUBLISHES = Counter(
+    "backsync_outbox_publishes",
+    "Outbox publish attempts by outcome (published, conflict, noop, retry).",
+    ["mapping", "outcome"],
+)
+
+
+# --- recording (called by the services; cheap, never raises into the sync) --------------
+
+
+def _after_commit(func) -> None:
+    # Outside a transaction on_commit runs at once.
+    transaction.on_commit(func)
+
+
+def applied_record(*, mapping: str, items: Iterable[tuple[str, str, float | None]]) -> None:
+    """Count processed changes: (event name, outcome, lag in seconds or None) per change."""
+    counts: dict[tuple[str, str], int] = {}
+    lags: list[float] = []
+    for event, outcome, lag in items:
+        counts[event, outcome] = counts.get((event, outcome), 0) + 1
+        if lag is not None and outcome == "applied":
+            lags.append(max(lag, 0.0))
+
+    def bump() -> None:
+        # One label lookup per (event, outcome) and per batch, not per change.
+        for (event, outcome), n in counts.items():
+            CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome).inc(n)
+        if lags:
+            histogram = SYNC_LAG.labels(mapping=mapping)
+            for lag in lags:
+                histogram.observe(lag)
+
+    _after_commit(bump)
+
+
+def failed_record(*, mapping: str, event: str, source: str) -> None:
+    _after_commit(
+        lambda: CHANGES_FAILED.labels(
+            mapping=mapping or "unknown", event=event or "unknown", source=source
+        ).inc()
+    )
+
+
+def relay_batch_record(*, table: str, records: int, batch: bool) -> None:
+    """Records handed on by the relay (called after its checkpoint is saved)."""
+    RELAY_RECORDS.labels(table=table).inc(records)
+    if batch:
+        RELAY_BATCHES.labels(table=table).inc()
+
+
+def outbox_publish_record(*, mapping: str, outcome: str) -> None:
+    OUTBOX_PUBLISHES.labels(mapping=mapping, outcome=outcome).inc()
+
+
+# --- state from the database, read at scrape time ----------------------------------------
+
+
+class SyncStateCollector(Collector):
+    """Gauges computed from MySQL when /metrics is scraped."""
+
+    def collect(self) -> Iterator[Metric]:
+        from syncer.ops import dashboard
+
+        counts = dashboard.counts_get()
+        backlog = GaugeMetricFamily(
+            "backsync_outbox_backlog",
+            "Outbox entries by status (pending: not yet in DynamoDB).",
+            labels=["status"],
+        )
+        backlog.add_metric(["pending"], counts.outbox_pending)
+        backlog.add_metric(["failed"], counts.outbox_failed)
+        yield backlog
+        yield GaugeMetricFamily(
+            "backsync_failed_changes_open",
+            "Failed changes waiting for an operator (replay or discard).",
+            value=counts.failed_open,
+        )
+        yield GaugeMetricFamily(
+            "backsync_conflicts_open", "Conflicts not yet reviewed.", value=counts.conflicts_open
+        )
+        last_apply = GaugeMetricFamily(
+            "backsync_last_apply_timestamp_seconds",
+            "When the apply service last committed a change (Unix time).",
+        )
+        if counts.last_apply is not None:
+            last_apply.add_metric([], counts.last_apply.timestamp())
+        yield last_apply
+        relay = GaugeMetricFamily(
+            "backsync_relay_last_batch_timestamp_seconds",
+            "When the relay last handed on a batch, per shard (Unix time).",
+            labels=["shard"],
+        )
+        for cp in dashboard.checkpoints_get():
+            if cp.last_batch_at is not None:
+                relay.add_metric([cp.shard_id], cp.last_batch_at.timestamp())
+        yield relay
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry /metrics serves: every process's events plus the database state."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_ProcessCollector())
+    registry.register(SyncStateCollector())
+    return registry
+
+
+class _ProcessCollector(Collector):
+    """This process's own metrics (single-process mode)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def metrics_render() -> tuple[bytes, str]:
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST
