@@ -28,11 +28,11 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .lambda_asset import HANDLER
 from .monitoring import NAMESPACE, Monitored, Monitoring
+from .queues import encrypted_queue, queue_with_dlq
 from .settings import DeployOptions, SyncSettings
 
 # SyncSettings and DeployOptions live in settings.py; importable from here as before.
@@ -108,58 +108,31 @@ class BacksyncStack(Stack):
         )
 
         # --- SQS: FIFO change queue (handler -> worker), outbox queue, their DLQs -------
-        retention = Duration.days(14)
-        self.sync_dlq = sqs.Queue(
+        visibility = Duration.seconds(sync.sqs_visibility_timeout)
+        changes = queue_with_dlq(
             self,
-            "SyncDeadLetterQueue",
-            queue_name=sync.sync_dlq_name,
-            fifo=True,
-            retention_period=retention,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-        )
-        self.sync_queue = sqs.Queue(
-            self,
-            "SyncQueue",
+            "Sync",
             queue_name=sync.sync_queue_name,
+            dlq_name=sync.sync_dlq_name,
             fifo=True,
-            visibility_timeout=Duration.seconds(sync.sqs_visibility_timeout),
-            retention_period=retention,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.sync_dlq, max_receive_count=sync.sqs_max_receive_count
-            ),
+            visibility_timeout=visibility,
+            max_receive_count=sync.sqs_max_receive_count,
         )
-        self.outbox_dlq = sqs.Queue(
+        self.sync_queue, self.sync_dlq = changes.queue, changes.dlq
+        outbox = queue_with_dlq(
             self,
-            "OutboxDeadLetterQueue",
-            queue_name=sync.outbox_dlq_name,
-            retention_period=retention,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-        )
-        self.outbox_queue = sqs.Queue(
-            self,
-            "OutboxQueue",
+            "Outbox",
             queue_name=sync.outbox_queue_name,
-            visibility_timeout=Duration.seconds(sync.sqs_visibility_timeout),
-            retention_period=retention,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.outbox_dlq, max_receive_count=sync.sqs_max_receive_count
-            ),
+            dlq_name=sync.outbox_dlq_name,
+            fifo=False,
+            visibility_timeout=visibility,
+            max_receive_count=sync.sqs_max_receive_count,
         )
+        self.outbox_queue, self.outbox_dlq = outbox.queue, outbox.dlq
         # Where the event source mapping puts a batch it gave up on (metadata of the
         # shard range, not the records): the operator replays it with the relay/backfill.
-        self.stream_failures = sqs.Queue(
-            self,
-            "StreamFailuresQueue",
-            queue_name=sync.stream_failures_queue_name,
-            retention_period=retention,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+        self.stream_failures = encrypted_queue(
+            self, "StreamFailuresQueue", queue_name=sync.stream_failures_queue_name
         )
 
         # --- Stream handler Lambda and its event source mapping -------------------------
