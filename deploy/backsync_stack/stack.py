@@ -9,12 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_certificatemanager as acm
-from aws_cdk import aws_cloudfront as cloudfront
-from aws_cdk import aws_cloudfront_origins as origins
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -25,13 +22,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_rds as rds
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from .data import Data
 from .lambda_asset import HANDLER
 from .monitoring import NAMESPACE, Monitored, Monitoring
+from .network import Network
 from .queues import encrypted_queue, queue_with_dlq
 from .settings import DeployOptions, SyncSettings
 
@@ -88,24 +85,15 @@ class BacksyncStack(Stack):
         sync = sync or SyncSettings()
         options.validate(sync)
 
-        # --- DynamoDB: the source of truth, with the stream the sync reads -------------
-        self.table = dynamodb.Table(
-            self,
-            "ChefTable",
-            table_name=sync.table_name,
-            partition_key=dynamodb.Attribute(
-                name=sync.table_key, type=dynamodb.AttributeType.STRING
-            ),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            # MODIFY needs the new image; the old image lets a REMOVE carry what was deleted.
-            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            deletion_protection=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        network = Network(self)
+        self.vpc = network.vpc
+        self.app_security_group = network.app_security_group
+        self.data = Data(self, sync=sync, options=options, network=network)
+        self.table = self.data.table
+        self.database = self.data.database
+        db_secret = self.data.db_secret
+        self.static_bucket = self.data.static_bucket
+        self.static_distribution = self.data.static_distribution
 
         # --- SQS: FIFO change queue (handler -> worker), outbox queue, their DLQs -------
         visibility = Duration.seconds(sync.sqs_visibility_timeout)
@@ -170,77 +158,6 @@ class BacksyncStack(Stack):
         )
         # The mapping grants the stream reads; the handler only ever sends to the FIFO queue.
         self.sync_queue.grant_send_messages(self.stream_handler)
-
-        # --- Network: public (load balancer), private (tasks), isolated (database) ------
-        self.vpc = ec2.Vpc(
-            self,
-            "Vpc",
-            max_azs=2,
-            nat_gateways=1,
-            subnet_configuration=[
-                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC),
-                ec2.SubnetConfiguration(name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-                ec2.SubnetConfiguration(name="db", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
-            ],
-        )
-        self.app_security_group = ec2.SecurityGroup(
-            self, "AppSecurityGroup", vpc=self.vpc, description="backsync web, worker, release"
-        )
-        self.db_security_group = ec2.SecurityGroup(
-            self,
-            "DatabaseSecurityGroup",
-            vpc=self.vpc,
-            description="backsync Aurora: MySQL from the app tasks only",
-            allow_all_outbound=False,
-        )
-        self.db_security_group.add_ingress_rule(
-            self.app_security_group, ec2.Port.tcp(3306), "MySQL from backsync tasks"
-        )
-
-        # --- Aurora MySQL Serverless v2 (legacy cheftable lives here) -------------------
-        self.database = rds.DatabaseCluster(
-            self,
-            "Database",
-            engine=rds.DatabaseClusterEngine.aurora_mysql(
-                version=rds.AuroraMysqlEngineVersion.VER_3_08_2
-            ),
-            credentials=rds.Credentials.from_generated_secret("backsync"),
-            default_database_name=sync.database_name,
-            writer=rds.ClusterInstance.serverless_v2("writer", publicly_accessible=False),
-            serverless_v2_min_capacity=options.db_min_capacity,
-            serverless_v2_max_capacity=options.db_max_capacity,
-            vpc=self.vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
-            security_groups=[self.db_security_group],
-            storage_encrypted=True,
-            backup=rds.BackupProps(retention=Duration.days(7)),
-            deletion_protection=True,
-            removal_policy=RemovalPolicy.SNAPSHOT,
-            # The release task's migrate creates the capture triggers (syncer/capture.py);
-            # with binary logging on, that needs this (there is no SUPER on Aurora).
-            parameters={"log_bin_trust_function_creators": "1"},
-        )
-        db_secret = self.database.secret
-        assert db_secret is not None  # from_generated_secret always makes one
-
-        # --- Static files: private bucket behind CloudFront ------------------------------
-        self.static_bucket = s3.Bucket(
-            self,
-            "StaticBucket",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        self.static_distribution = cloudfront.Distribution(
-            self,
-            "StaticDistribution",
-            comment="backsync static files",
-            default_behavior=cloudfront.BehaviorOptions(
-                origin=origins.S3BucketOrigin.with_origin_access_control(self.static_bucket),
-                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
-            ),
-        )
 
         # --- ECS: web (gunicorn behind a load balancer), worker (celery), release -------
         self.cluster = ecs.Cluster(
