@@ -19,17 +19,14 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ecs_patterns as ecs_patterns
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .data import Data
-from .lambda_asset import HANDLER
 from .monitoring import NAMESPACE, Monitored, Monitoring
 from .network import Network
-from .queues import encrypted_queue, queue_with_dlq
+from .pipeline import Pipeline
 from .settings import DeployOptions, SyncSettings
 
 # SyncSettings and DeployOptions live in settings.py; importable from here as before.
@@ -95,69 +92,15 @@ class BacksyncStack(Stack):
         self.static_bucket = self.data.static_bucket
         self.static_distribution = self.data.static_distribution
 
-        # --- SQS: FIFO change queue (handler -> worker), outbox queue, their DLQs -------
-        visibility = Duration.seconds(sync.sqs_visibility_timeout)
-        changes = queue_with_dlq(
-            self,
-            "Sync",
-            queue_name=sync.sync_queue_name,
-            dlq_name=sync.sync_dlq_name,
-            fifo=True,
-            visibility_timeout=visibility,
-            max_receive_count=sync.sqs_max_receive_count,
+        self.pipeline = Pipeline(
+            self, sync=sync, table=self.table, lambda_asset_dir=lambda_asset_dir
         )
-        self.sync_queue, self.sync_dlq = changes.queue, changes.dlq
-        outbox = queue_with_dlq(
-            self,
-            "Outbox",
-            queue_name=sync.outbox_queue_name,
-            dlq_name=sync.outbox_dlq_name,
-            fifo=False,
-            visibility_timeout=visibility,
-            max_receive_count=sync.sqs_max_receive_count,
-        )
-        self.outbox_queue, self.outbox_dlq = outbox.queue, outbox.dlq
-        # Where the event source mapping puts a batch it gave up on (metadata of the
-        # shard range, not the records): the operator replays it with the relay/backfill.
-        self.stream_failures = encrypted_queue(
-            self, "StreamFailuresQueue", queue_name=sync.stream_failures_queue_name
-        )
-
-        # --- Stream handler Lambda and its event source mapping -------------------------
-        handler_logs = logs.LogGroup(
-            self, "StreamHandlerLogs", retention=logs.RetentionDays.ONE_MONTH
-        )
-        self.stream_handler = lambda_.Function(
-            self,
-            "StreamHandler",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            handler=HANDLER,
-            code=lambda_.Code.from_asset(str(lambda_asset_dir)),
-            timeout=Duration.seconds(60),
-            memory_size=256,
-            log_group=handler_logs,
-            environment={
-                "SYNC_QUEUE_URL": self.sync_queue.queue_url,
-                "SYNC_QUEUE_NAME": self.sync_queue.queue_name,
-                "SYNC_MESSAGE_GROUPS": str(sync.message_groups),
-                "POWERTOOLS_SERVICE_NAME": "backsync-stream-handler",
-            },
-        )
-        self.stream_handler.add_event_source(
-            event_sources.DynamoEventSource(
-                self.table,
-                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
-                batch_size=sync.stream_batch_size,
-                max_batching_window=Duration.seconds(sync.stream_batching_window_seconds),
-                bisect_batch_on_error=True,
-                retry_attempts=sync.stream_retry_attempts,
-                max_record_age=Duration.hours(sync.stream_max_record_age_hours),
-                report_batch_item_failures=True,
-                on_failure=event_sources.SqsDlq(self.stream_failures),
-            )
-        )
-        # The mapping grants the stream reads; the handler only ever sends to the FIFO queue.
-        self.sync_queue.grant_send_messages(self.stream_handler)
+        self.sync_queue = self.pipeline.sync_queue
+        self.sync_dlq = self.pipeline.sync_dlq
+        self.outbox_queue = self.pipeline.outbox_queue
+        self.outbox_dlq = self.pipeline.outbox_dlq
+        self.stream_failures = self.pipeline.stream_failures
+        self.stream_handler = self.pipeline.stream_handler
 
         # --- ECS: web (gunicorn behind a load balancer), worker (celery), release -------
         self.cluster = ecs.Cluster(
