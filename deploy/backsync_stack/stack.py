@@ -1,4 +1,19 @@
-"""The backsync stack: DynamoDB table and stream, stream handler, queues, Aurora, ECS, S3.
+"""The backsync stack: one CloudFormation stack, built from five parts.
+
+- network.py: VPC, app and database security groups;
+- data.py: the DynamoDB table and its stream, Aurora, the static bucket (state);
+- pipeline.py: the change and outbox queues with their DLQs (one helper, queues.py), the
+  stream failures queue, the stream handler Lambda and its event source mapping;
+- services.py: ECS cluster, web, worker (with its scaling), beat, release and ops tasks;
+- ops.py: alarms and dashboard (monitoring.py), the stack's outputs.
+
+The parts are plain classes, not constructs: each creates its resources in the stack's
+own scope, so every construct path, and with it every logical id (and the generated names
+that derive from the path, e.g. task definition families), is what it was when the stack
+was one function. Nesting the table, the cluster, a queue or the bucket under a construct
+would give it a new logical id, and CloudFormation would replace it (data lost).
+tests/deploy/test_stack_constructs.py compares the template with the one synthesised
+before the split.
 
 Numbers that must agree with the application settings (config/settings/base.py) are
 passed in through `SyncSettings` (settings.py), whose defaults are the settings' defaults.
@@ -8,13 +23,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Stack
-from aws_cdk import aws_ec2 as ec2
+from aws_cdk import Stack
 from constructs import Construct
 
 from .data import Data
-from .monitoring import Monitored, Monitoring
 from .network import Network
+from .ops import Ops
 from .pipeline import Pipeline
 from .services import AppServices
 from .settings import DeployOptions, SyncSettings
@@ -40,76 +54,25 @@ class BacksyncStack(Stack):
         sync = sync or SyncSettings()
         options.validate(sync)
 
-        network = Network(self)
-        self.vpc = network.vpc
-        self.app_security_group = network.app_security_group
-        self.data = Data(self, sync=sync, options=options, network=network)
-        self.table = self.data.table
-        self.database = self.data.database
-        db_secret = self.data.db_secret
-        self.static_bucket = self.data.static_bucket
-        self.static_distribution = self.data.static_distribution
-
+        self.network = Network(self)
+        self.data = Data(self, sync=sync, options=options, network=self.network)
         self.pipeline = Pipeline(
-            self, sync=sync, table=self.table, lambda_asset_dir=lambda_asset_dir
+            self, sync=sync, table=self.data.table, lambda_asset_dir=lambda_asset_dir
         )
-        self.sync_queue = self.pipeline.sync_queue
-        self.sync_dlq = self.pipeline.sync_dlq
-        self.outbox_queue = self.pipeline.outbox_queue
-        self.outbox_dlq = self.pipeline.outbox_dlq
-        self.stream_failures = self.pipeline.stream_failures
-        self.stream_handler = self.pipeline.stream_handler
-
         self.services = AppServices(
             self,
             sync=sync,
             options=options,
-            network=network,
+            network=self.network,
             data=self.data,
             pipeline=self.pipeline,
             repo_root=repo_root,
         )
-        self.cluster = self.services.cluster
-        self.release_task = self.services.release_task
-        self.ops_task = self.services.ops_task
-        self.metrics_token = self.services.metrics_token
-
-        self.monitoring = Monitoring(
+        self.ops = Ops(
             self,
-            "Monitoring",
-            monitored=Monitored(
-                stream_handler=self.stream_handler,
-                sync_queue=self.sync_queue,
-                sync_dlq=self.sync_dlq,
-                outbox_queue=self.outbox_queue,
-                outbox_dlq=self.outbox_dlq,
-                stream_failures=self.stream_failures,
-                database=self.database,
-                db_max_capacity=options.db_max_capacity,
-            ),
-            alarm_email=options.alarm_email,
+            options=options,
+            network=self.network,
+            data=self.data,
+            pipeline=self.pipeline,
+            services=self.services,
         )
-
-        for name, value in {
-            "ClusterName": self.cluster.cluster_name,
-            "ReleaseTaskDefinitionArn": self.release_task.task_definition_arn,
-            "OpsTaskDefinitionArn": self.ops_task.task_definition_arn,
-            "AlarmTopicArn": self.monitoring.topic.topic_arn,
-            "DashboardName": self.monitoring.dashboard.dashboard_name,
-            "AppSecurityGroupId": self.app_security_group.security_group_id,
-            "AppSubnetIds": ",".join(
-                s.subnet_id
-                for s in self.vpc.select_subnets(
-                    subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
-                ).subnets
-            ),
-            "StaticUrl": f"https://{self.static_distribution.distribution_domain_name}/",
-            "TableName": self.table.table_name,
-            "SyncQueueUrl": self.sync_queue.queue_url,
-            "StreamFailuresQueueUrl": self.stream_failures.queue_url,
-            "SyncDlqUrl": self.sync_dlq.queue_url,
-            "OutboxDlqUrl": self.outbox_dlq.queue_url,
-            "DatabaseSecretArn": db_secret.secret_arn,
-            "MetricsTokenSecretArn": self.metrics_token.secret_arn,
-        }.items():
-            CfnOutput(self, name, value=value)
