@@ -11,7 +11,8 @@ from typing import Any
 import aws_cdk as cdk
 
 from .lambda_asset import build_lambda_asset
-from .stack import BacksyncStack, DeployOptions, SyncSettings
+from .settings import DeployOptions, SyncSettings
+from .stack import BacksyncStack
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = DEPLOY_DIR.parent
