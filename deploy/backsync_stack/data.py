@@ -65,7 +65,7 @@ class Data:
             backup=rds.BackupProps(retention=Duration.days(7)),
             deletion_protection=True,
             removal_policy=RemovalPolicy.SNAPSHOT,
-            # The release task's migrate creates the capture triggers (syncer/capture.py);
+            # The release task's migrate creates the capture triggers (syncer/outbox/capture.py);
             # with binary logging on, that needs this (there is no SUPER on Aurora).
             parameters={"log_bin_trust_function_creators": "1"},
         )

@@ -2,7 +2,7 @@
 
 The sync's own figures (outbox backlog, open failed changes, lag, throughput) are the ones
 the admin dashboard shows; the worker publishes them to CloudWatch under `NAMESPACE`
-(`syncer/cloudwatch.py`, beat task `syncer.cloudwatch_publish`). The metric names here and
+(`syncer/ops/cloudwatch.py`, beat task `syncer.cloudwatch_publish`). The metric names here and
 there must agree: `tests/deploy/test_cdk_stack.py` checks the template against that module.
 """
 
@@ -21,7 +21,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 NAMESPACE = "Backsync"
-# Metric names published by syncer/cloudwatch.py (same strings there).
+# Metric names published by syncer/ops/cloudwatch.py (same strings there).
 OUTBOX_BACKLOG = "OutboxBacklog"
 OUTBOX_FAILED = "OutboxFailed"
 FAILED_CHANGES_OPEN = "FailedChangesOpen"

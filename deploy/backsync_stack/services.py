@@ -154,7 +154,7 @@ class AppServices:
             "OUTBOX_DLQ_NAME": pipeline.outbox_dlq.queue_name,
             "OUTBOX_DLQ_URL": pipeline.outbox_dlq.queue_url,
             "SYNC_MESSAGE_GROUPS": str(sync.message_groups),
-            # The worker publishes the sync's figures for the alarms (syncer/cloudwatch.py).
+            # The worker publishes the sync's figures for the alarms (syncer/ops/cloudwatch.py).
             "CLOUDWATCH_METRICS": "true",
             "CLOUDWATCH_NAMESPACE": NAMESPACE,
             "CELERY_TASK_TIME_LIMIT": str(sync.celery_task_time_limit),
