@@ -341,7 +341,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
             continue
         try:
             # The item must be readable back through the mapping, or it would only drift.
-            mapping.row_from_image(dynamo.image_build(mapping=mapping, key="probe", values=values))
+            mapping.row_from_image(dynamo.image_build(mapping=mapping, key="probe", row=values))
             key = mapping.key_from_keys({mapping.key_attribute: {"S": mapping.key_rule(values)}})
         except MappingError as exc:
             result.count("failed", {"pk": row["pk"], "error": f"cannot be written: {exc}"})
@@ -388,7 +388,7 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
             dynamo.image_build(
                 mapping=mapping,
                 key=k,
-                values={fm.field: by_key[k][fm.field] for fm in mapping.fields},
+                row={fm.field: by_key[k][fm.field] for fm in mapping.fields},
             )
             for k in todo
         ],

@@ -123,10 +123,11 @@ def _version(mapping: Mapping, by_attr: dict, item) -> int | None:
 # --- batch put (boto3) ----------------------------------------------------------------------
 
 
-def image_build(*, mapping: Mapping, key: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The item (DynamoDB JSON) for a row's field values, as `item_create` writes it."""
+def image_build(*, mapping: Mapping, key: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The item (DynamoDB JSON) for a row (model field -> value), as `item_create` writes
+    it: the attributes that are not None, at version 1."""
     item = {mapping.key_attribute: {"S": key}}
-    for attribute, value in mapping.values_from_row(values).items():
+    for attribute, value in mapping.values_from_row(row).items():
         if value is not None:
             item[attribute] = _serializer.serialize(value)
     if mapping.version_attribute:
