@@ -12,9 +12,10 @@
   change, versioned or not.
 - to DynamoDB: the MySQL rows in primary-key order. Rows without a key (an adopted legacy
   table) get one from the mapping's key rule; then the items absent in DynamoDB (checked
-  with BatchGetItem) are written with BatchWriteItem at version 1 and the key states
-  record that version. An item that already exists is never overwritten (the new API may
-  have written it); `reconcile` reports any difference.
+  with BatchGetItem) are written with BatchWriteItem at version 1, both through
+  syncer.store.dynamo, and the key states record that version. An item that already
+  exists is never overwritten (the new API may have written it); `reconcile` reports any
+  difference.
 - Every item read ends in one count: written, already current (the target holds this state
   or a newer one), kept (the target holds other values that backfill never overwrites;
   reconcile reports them) or failed (the mapping refused it, or its key is taken); the
@@ -33,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -42,13 +42,11 @@ from syncer.aws import dynamo_errors, dynamodb_client
 from syncer.models import BackfillCheckpoint, KeyState
 from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping, MappingError
+from syncer.store import dynamo
 
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("mysql", "dynamo")
-DYNAMO_BATCH_GET = 100  # BatchGetItem limit
-DYNAMO_BATCH_WRITE = 25  # BatchWriteItem limit
-_serializer = TypeSerializer()
 
 
 class BackfillError(Exception):
@@ -343,7 +341,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
             continue
         try:
             # The item must be readable back through the mapping, or it would only drift.
-            mapping.row_from_image(_image(mapping, "probe", values))
+            mapping.row_from_image(dynamo.image_build(mapping=mapping, key="probe", row=values))
             key = mapping.key_from_keys({mapping.key_attribute: {"S": mapping.key_rule(values)}})
         except MappingError as exc:
             result.count("failed", {"pk": row["pk"], "error": f"cannot be written: {exc}"})
@@ -365,19 +363,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
             result.keyed += 1
 
 
-def _image(mapping: Mapping, key: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The DynamoDB item (DynamoDB JSON) for a row, as the outbox's create writes it."""
-    item = {mapping.key_attribute: {"S": key}}
-    for attribute, value in mapping.values_from_row(values).items():
-        if value is not None:
-            item[attribute] = _serializer.serialize(value)
-    if mapping.version_attribute:
-        item[mapping.version_attribute] = {"N": "1"}
-    return item
-
-
 def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: BackfillResult) -> None:
-    client = dynamodb_client()
     by_key = {r[mapping.key_field]: r for r in rows}
     tombstoned = set(
         KeyState.objects.filter(mapping=mapping.name, key__in=list(by_key), deleted=True)
@@ -386,7 +372,7 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
     for key in sorted(tombstoned):
         result.count("kept", {"key": key, "why": "tombstone: the item was removed in DynamoDB"})
         by_key.pop(key)
-    existing = _existing_items(client, mapping, list(by_key))
+    existing = dynamo.items_fetch(mapping=mapping, keys=list(by_key))
     # Already there: never overwritten. Current when it holds the row's values; else kept
     # (the new API may have written it), and reconcile compares.
     same = _versions_adopt(mapping, by_key, existing)
@@ -394,22 +380,24 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
     for key in sorted(set(existing) - same):
         result.count("kept", {"key": key, "why": "exists in DynamoDB with other values"})
     todo = [k for k in by_key if k not in existing]
-    for start in range(0, len(todo), DYNAMO_BATCH_WRITE):
-        chunk = todo[start : start + DYNAMO_BATCH_WRITE]
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": _image(
-                        mapping, k, {fm.field: by_key[k][fm.field] for fm in mapping.fields}
-                    )
-                }
-            }
-            for k in chunk
-        ]
-        _batch_write(client, mapping.table_name, requests)
-        with transaction.atomic():
-            _versions_record(mapping, chunk, 1 if mapping.version_attribute else None)
-        result.written += len(chunk)
+    if not todo:
+        return
+    dynamo.items_put(
+        mapping=mapping,
+        items=[
+            dynamo.image_build(
+                mapping=mapping,
+                key=k,
+                row={fm.field: by_key[k][fm.field] for fm in mapping.fields},
+            )
+            for k in todo
+        ],
+    )
+    # Recorded once the whole batch is written: a crash in between leaves items holding
+    # the rows' values, whose version a rerun adopts (_versions_adopt).
+    with transaction.atomic():
+        _versions_record(mapping, todo, 1 if mapping.version_attribute else None)
+    result.written += len(todo)
 
 
 def _versions_record(mapping: Mapping, keys: list[str], version: int | None) -> None:
@@ -444,43 +432,3 @@ def _versions_adopt(
         for version, keys in same.items():
             _versions_record(mapping, keys, version)
     return {k for keys in same.values() for k in keys}
-
-
-def dynamo_items_fetch(*, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The items (DynamoDB JSON) that exist among `keys`, read consistently, by key."""
-    return _existing_items(dynamodb_client(), mapping, keys)
-
-
-def _existing_items(client, mapping: Mapping, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The items (DynamoDB JSON) that exist among `keys`, by a consistent BatchGetItem."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(keys), DYNAMO_BATCH_GET):
-        request = {
-            mapping.table_name: {
-                "Keys": [{mapping.key_attribute: {"S": k}} for k in keys[start : start + 100]],
-                "ConsistentRead": True,
-            }
-        }
-        delay = 0.05
-        while request:
-            with dynamo_errors():
-                response = client.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(mapping.table_name, []):
-                found[item[mapping.key_attribute]["S"]] = item
-            request = response.get("UnprocessedKeys") or {}
-            if request:
-                time.sleep(delay)  # throttled: back off before the rest
-                delay = min(delay * 2, 2.0)
-    return found
-
-
-def _batch_write(client, table: str, requests: list[dict[str, Any]]) -> None:
-    pending = {table: requests}
-    delay = 0.05
-    while pending:
-        with dynamo_errors():
-            response = client.batch_write_item(RequestItems=pending)
-        pending = response.get("UnprocessedItems") or {}
-        if pending:
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)

@@ -5,10 +5,10 @@
   (syncer/outbox/capture.py); Django's legacy services enqueue the publish on commit, other
   writers' entries are due at once for the sweep. `outbox_record` writes an entry without
   a row write: a publish asked for by an operator or by reconcile.
-- `outbox_publish` writes the item through the mapping's pynamodb model, conditioned on
-  the item version the legacy edit was based on. All pending entries of one legacy row are
-  published together (the newest values, the oldest base version), under row locks, so
-  publishes of one row never race each other.
+- `outbox_publish` writes the item through syncer.store.dynamo (the mapping's pynamodb
+  model), conditioned on the item version the legacy edit was based on. All pending
+  entries of one legacy row are published together (the newest values, the oldest base
+  version), under row locks, so publishes of one row never race each other.
 - A refused condition is either our own earlier write (a publish that crashed before it
   could record success: same values at base+1) and counts as published, or a conflict: the
   conflict is recorded with both sides and MySQL is brought back to DynamoDB's state.
@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -33,14 +32,13 @@ from pynamodb.exceptions import PynamoDBException
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.ops import metrics
 from syncer.outbox.capture import sync_writes_mark
-from syncer.pipeline.apply import image_fetch
-from syncer.registry import Mapping, MappingError, registry
+from syncer.registry import Mapping, registry
+from syncer.store import dynamo
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_TASK_NAME = "syncer.outbox_publish"
 SWEEP_TASK_NAME = "syncer.outbox_sweep"
-CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 # --- recording ------------------------------------------------------------------------
@@ -97,78 +95,6 @@ def outbox_enqueue(*, entry_id: int) -> None:
         logger.exception("could not enqueue outbox entry %s; the sweep will", entry_id)
 
 
-# --- DynamoDB writes through the pynamodb model -----------------------------------------
-
-
-@dataclass
-class _Write:
-    ok: bool
-    version: int | None = None
-    error: str = ""
-
-
-def _dynamo_attrs(mapping: Mapping):
-    model = mapping.get_dynamo_model()
-    by_attr = {attr.attr_name: (name, attr) for name, attr in model.get_attributes().items()}
-    return model, by_attr
-
-
-def _dynamo_upsert(
-    *, mapping: Mapping, key: str, values: dict[str, Any], base: int | None, creating: bool
-) -> _Write:
-    model, by_attr = _dynamo_attrs(mapping)
-    version_name = by_attr[mapping.version_attribute][0] if mapping.version_attribute else None
-    hash_attr = by_attr[mapping.key_attribute][1]
-    try:
-        if creating:
-            # A conditional put of the complete item (one INSERT record, also on moto,
-            # whose UpdateItem-as-create emits an extra key-only INSERT).
-            item = model(key, **{by_attr[a][0]: v for a, v in values.items() if v is not None})
-            item.save(condition=hash_attr.does_not_exist())
-        else:
-            item = model(key)
-            if version_name and base is not None:
-                setattr(item, version_name, base)  # pynamodb conditions the write on it
-            actions = []
-            for attr, value in values.items():
-                attribute = by_attr[attr][1]
-                actions.append(attribute.remove() if value is None else attribute.set(value))
-            item.update(actions=actions, condition=hash_attr.exists())
-    except PynamoDBException as exc:
-        if getattr(exc, "cause_response_code", None) == CONDITION_FAILED:
-            return _Write(ok=False, error="condition failed")
-        raise
-    return _Write(ok=True, version=getattr(item, version_name) if version_name else None)
-
-
-def _dynamo_delete(*, mapping: Mapping, key: str, base: int | None) -> _Write:
-    model, by_attr = _dynamo_attrs(mapping)
-    item = model(key)
-    if mapping.version_attribute and base is not None:
-        setattr(item, by_attr[mapping.version_attribute][0], base)
-    try:
-        item.delete(condition=by_attr[mapping.key_attribute][1].exists())
-    except PynamoDBException as exc:
-        if getattr(exc, "cause_response_code", None) == CONDITION_FAILED:
-            return _Write(ok=False, error="condition failed")
-        raise
-    return _Write(ok=True)
-
-
-def _current_item(mapping: Mapping, key: str) -> dict[str, Any] | None:
-    return image_fetch(mapping=mapping, keys={mapping.key_attribute: {"S": key}})
-
-
-def _plain_values(mapping: Mapping, image: dict[str, Any] | None) -> dict[str, Any] | None:
-    if image is None:
-        return None
-    try:
-        return mapping.values_from_row(mapping.row_from_image(image))
-    except MappingError:
-        # DynamoDB holds something the mapping refuses; show it raw.
-        return {k: v for k, v in image.items() if k != mapping.key_attribute}
-
-
 # --- key state and resync -----------------------------------------------------------------
 
 
@@ -190,7 +116,7 @@ def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     with transaction.atomic():
         sync_writes_mark()  # DynamoDB's state written back: not a legacy write to capture
         state = _state_locked(mapping, key)
-        image = _current_item(mapping, key)
+        image = dynamo.item_fetch(mapping=mapping, key=key)
         rows = model.objects.filter(**{mapping.key_field: key})
         if image is None:
             rows.delete()
@@ -215,13 +141,7 @@ def dynamo_item_create(*, mapping: Mapping, key: str, instance: models.Model) ->
     meanwhile is never overwritten). Records the new version. False: it exists."""
     with transaction.atomic():
         state = _state_locked(mapping, key)
-        write = _dynamo_upsert(
-            mapping=mapping,
-            key=key,
-            values=_row_values(mapping, instance),
-            base=None,
-            creating=True,
-        )
+        write = dynamo.item_create(mapping=mapping, key=key, values=_row_values(mapping, instance))
         if write.ok:
             state.item_version = write.version
             state.deleted = False
@@ -233,7 +153,7 @@ def dynamo_item_delete(*, mapping: Mapping, key: str, base: int | None) -> bool:
     """Delete the item of `key` only if it is still at version `base`. False: it changed."""
     with transaction.atomic():
         state = _state_locked(mapping, key)
-        write = _dynamo_delete(mapping=mapping, key=key, base=base)
+        write = dynamo.item_delete(mapping=mapping, key=key, base=base)
         if write.ok:
             state.item_version = None
             state.save(update_fields=["item_version"])
@@ -267,7 +187,7 @@ def _record_conflict(
         legacy_values=last.values,
         legacy_time=last.created_at,
         legacy_base_version=first.base_version,
-        dynamo_values=_plain_values(mapping, image),
+        dynamo_values=dynamo.image_values(mapping=mapping, image=image),
         dynamo_version=mapping.version_from_image(image),
         dynamo_time=state.source_time if state else None,
     )
@@ -375,7 +295,7 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
                 key=key,
                 first=batch[0],
                 last=batch[-1],
-                image=_current_item(mapping, key),
+                image=dynamo.item_fetch(mapping=mapping, key=key),
             )
             _mark(batch, status="conflict", published_at=timezone.now())
             return "conflict"
@@ -401,11 +321,11 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
     creating = not first.key
     base = first.base_version
     if creating and key:
-        image = _current_item(mapping, key)
+        image = dynamo.item_fetch(mapping=mapping, key=key)
         if (
             image is not None
             and mapping.version_from_image(image) == 1
-            and _plain_values(mapping, image) == first.values
+            and dynamo.image_values(mapping=mapping, image=image) == first.values
         ):
             creating, base = False, 1
 
@@ -414,9 +334,9 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
             # Never reached DynamoDB: nothing to delete.
             _mark(batch, status="published", published_at=now)
             return "published"
-        write = _dynamo_delete(mapping=mapping, key=key, base=base)
+        write = dynamo.item_delete(mapping=mapping, key=key, base=base)
         if not write.ok:
-            image = _current_item(mapping, key)
+            image = dynamo.item_fetch(mapping=mapping, key=key)
             if image is not None:
                 _record_conflict(
                     mapping=mapping,
@@ -442,17 +362,17 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
 
     values = last.values
     if base == 1 and first.key == "" and values == first.values:
-        write = _Write(ok=True, version=1)  # our own create already holds these values
+        write = dynamo.ItemWrite(ok=True, version=1)  # our own create already holds these
+    elif creating:
+        write = dynamo.item_create(mapping=mapping, key=key, values=values)
     else:
-        write = _dynamo_upsert(
-            mapping=mapping, key=key, values=values, base=base, creating=creating
-        )
+        write = dynamo.item_update(mapping=mapping, key=key, values=values, base=base)
     if not write.ok:
-        image = _current_item(mapping, key)
+        image = dynamo.item_fetch(mapping=mapping, key=key)
         expected = (base or 0) + 1
         if (
             image is not None
-            and _plain_values(mapping, image) == values
+            and dynamo.image_values(mapping=mapping, image=image) == values
             and (not mapping.version_attribute or mapping.version_from_image(image) == expected)
         ):
             # Our own write from a publish that died before recording it.

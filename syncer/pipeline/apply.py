@@ -33,6 +33,7 @@ from syncer.ops import metrics
 from syncer.outbox.capture import sync_writes_mark
 from syncer.pipeline.stream.contract import EVENT_NAMES
 from syncer.registry import Mapping, MappingError, registry
+from syncer.store.dynamo import image_fetch
 from syncer.store.sql import SqlValues, insert_head, round_trip
 from syncer.store.sql import quote as _q
 
@@ -173,16 +174,6 @@ def change_parse(
         raw=change,
         db_source_time=_db_time(source_time),
     )
-
-
-def image_fetch(*, mapping: Mapping, keys: dict[str, Any]) -> dict[str, Any] | None:
-    """The current item (DynamoDB JSON) by a consistent read; None when it is gone."""
-    from syncer.aws import dynamodb_client
-
-    response = dynamodb_client().get_item(
-        TableName=mapping.table_name, Key=keys, ConsistentRead=True
-    )
-    return response.get("Item")
 
 
 # --- failed changes -------------------------------------------------------------------

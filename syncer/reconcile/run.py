@@ -95,6 +95,7 @@ from syncer.models import (
     ReconcileTask,
 )
 from syncer.registry import Mapping, MappingError, registry
+from syncer.store.dynamo import items_fetch
 from syncer.store.sql import SqlValues, insert_head
 
 logger = logging.getLogger(__name__)
@@ -709,8 +710,6 @@ class _Look:
 
 def _look(mapping: Mapping, keys: list[str]) -> dict[str, _Look]:
     """MySQL first, DynamoDB after: whatever MySQL holds then was already in DynamoDB."""
-    from syncer.backfill import dynamo_items_fetch
-
     model = mapping.get_model()
     fields = [fm.field for fm in mapping.fields]
     rows: dict[str, tuple[Any, str]] = {}
@@ -724,7 +723,7 @@ def _look(mapping: Mapping, keys: list[str]) -> dict[str, _Look]:
         states.update(
             (s.key, s) for s in KeyState.objects.filter(mapping=mapping.name, key__in=chunk)
         )
-    items = dynamo_items_fetch(mapping=mapping, keys=keys)
+    items = items_fetch(mapping=mapping, keys=keys)
     at = time.time()
     looks = {}
     for key in keys:
