@@ -10,15 +10,14 @@ from django.utils import timezone
 
 from syncer.models import FailedChange
 from syncer.pipeline.apply import ApplyResult, changes_apply
+from syncer.pipeline.stream.contract import change_from_record
 
 
 def _change_from_payload(failed: FailedChange) -> dict[str, Any]:
     payload = failed.payload
     if failed.source == FailedChange.Source.STREAM:
         # Kept as the Lambda-shaped stream record (what the on-failure destination gets).
-        from syncer.pipeline.stream.handler import record_to_change
-
-        return record_to_change(payload)
+        return change_from_record(payload)
     return payload
 
 

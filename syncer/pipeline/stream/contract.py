@@ -1,4 +1,9 @@
-"""The change message: what the stream handler sends and the apply task receives.
+"""The change message: what the stream handler sends and the apply task receives, and the
+conversion of a Lambda-shaped stream record into one (`change_from_record`).
+
+Standard library only: the Lambda ships this module with the handler, and it is the one
+module of the Lambda package that Django code imports (the failed-change replay converts a
+kept stream record with it).
 
 One change per stream record, JSON primitives only (Celery messages are JSON):
 
@@ -17,6 +22,7 @@ One change per stream record, JSON primitives only (Celery messages are JSON):
 The apply task is `syncer.apply_changes(changes: list[dict])` on the SYNC queue (FIFO).
 """
 
+from datetime import datetime
 from typing import Any, TypedDict
 
 APPLY_TASK_NAME = "syncer.apply_changes"
@@ -32,3 +38,69 @@ class Change(TypedDict, total=False):
     image: dict[str, Any] | None
     ts: float
     fetch: bool
+
+
+class RecordError(ValueError):
+    """A stream record that cannot be turned into a change."""
+
+
+# --- records -> changes (the stream handler, and the replay of a failed stream record) ---
+def _table_from_arn(arn: Any) -> str:
+    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+    if not isinstance(arn, str):
+        raise RecordError("eventSourceARN is missing")
+    parts = arn.split(":", 5)
+    resource = parts[5].split("/") if len(parts) == 6 else []
+    if len(resource) < 2 or resource[0] != "table" or not resource[1]:
+        raise RecordError(f"eventSourceARN is not a DynamoDB table stream ARN: {arn!r}")
+    return resource[1]
+
+
+def _epoch_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"ApproximateCreationDateTime is not a number: {value!r}") from exc
+
+
+def change_from_record(record: dict[str, Any]) -> Change:
+    """One Lambda-shaped DynamoDB stream record -> a change; raises RecordError."""
+    if not isinstance(record, dict):
+        raise RecordError("record is not an object")
+    event_id = record.get("eventID")
+    if not isinstance(event_id, str) or not event_id:
+        raise RecordError("eventID is missing")
+    event = record.get("eventName")
+    if event not in EVENT_NAMES:
+        raise RecordError(f"unknown eventName {event!r}")
+    table = _table_from_arn(record.get("eventSourceARN"))
+    ddb = record.get("dynamodb")
+    if not isinstance(ddb, dict):
+        raise RecordError("dynamodb is missing")
+    seq = ddb.get("SequenceNumber")
+    if not isinstance(seq, str) or not seq.isdigit():
+        raise RecordError(f"SequenceNumber is missing or not a decimal string: {seq!r}")
+    keys = ddb.get("Keys")
+    if not isinstance(keys, dict) or not keys:
+        raise RecordError("Keys are missing")
+    change: Change = {
+        "id": event_id,
+        "table": table,
+        "event": event,
+        "seq": seq,
+        "keys": keys,
+        "image": None,
+        "ts": _epoch_seconds(ddb.get("ApproximateCreationDateTime")),
+    }
+    if event != "REMOVE":
+        image = ddb.get("NewImage")
+        if isinstance(image, dict):
+            change["image"] = image
+        else:
+            # A stream without new images (KEYS_ONLY / OLD_IMAGE): the worker reads the item.
+            change["fetch"] = True
+    return change
