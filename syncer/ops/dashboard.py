@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from syncer.models import AppliedChange, Conflict, FailedChange, OutboxEntry, ShardCheckpoint
+from syncer.pipeline.stream.contract import RecordError, table_from_stream_arn
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +229,10 @@ class CheckpointRow:
 
 
 def _table_of(stream_arn: str) -> str:
-    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
-    parts = stream_arn.split("/")
-    return parts[1] if len(parts) > 2 and parts[0].endswith(":table") else stream_arn
+    try:
+        return table_from_stream_arn(stream_arn)
+    except RecordError:
+        return stream_arn  # shown as it is rather than hidden
 
 
 def checkpoints_get() -> list[CheckpointRow]:

@@ -45,8 +45,10 @@ class RecordError(ValueError):
 
 
 # --- records -> changes (the stream handler, and the replay of a failed stream record) ---
-def _table_from_arn(arn: Any) -> str:
-    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
+def table_from_stream_arn(arn: Any) -> str:
+    """The table name of a DynamoDB stream ARN; raises RecordError for anything else.
+
+    arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>"""
     if not isinstance(arn, str):
         raise RecordError("eventSourceARN is missing")
     parts = arn.split(":", 5)
@@ -77,7 +79,7 @@ def change_from_record(record: dict[str, Any]) -> Change:
     event = record.get("eventName")
     if event not in EVENT_NAMES:
         raise RecordError(f"unknown eventName {event!r}")
-    table = _table_from_arn(record.get("eventSourceARN"))
+    table = table_from_stream_arn(record.get("eventSourceARN"))
     ddb = record.get("dynamodb")
     if not isinstance(ddb, dict):
         raise RecordError("dynamodb is missing")
