@@ -40,6 +40,22 @@ class Change(TypedDict, total=False):
     fetch: bool
 
 
+SEQUENCE_MAX_DIGITS = 40  # the sequence columns' precision (syncer.models.SEQUENCE_DIGITS)
+
+
+def sequence_valid(value: Any) -> bool:
+    """A stream sequence number as changes carry it: a decimal string of ASCII digits (compared
+    as an integer), at most SEQUENCE_MAX_DIGITS long. The one rule of the handler and the
+    apply."""
+    # ASCII only: "²".isdigit() is True.
+    return (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= SEQUENCE_MAX_DIGITS
+    )
+
+
 class RecordError(ValueError):
     """A stream record that cannot be turned into a change."""
 
@@ -84,7 +100,7 @@ def change_from_record(record: dict[str, Any]) -> Change:
     if not isinstance(ddb, dict):
         raise RecordError("dynamodb is missing")
     seq = ddb.get("SequenceNumber")
-    if not isinstance(seq, str) or not seq.isdigit():
+    if not sequence_valid(seq):
         raise RecordError(f"SequenceNumber is missing or not a decimal string: {seq!r}")
     keys = ddb.get("Keys")
     if not isinstance(keys, dict) or not keys:
