@@ -5,6 +5,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from syncer.pipeline.stream.contract import broker_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -191,17 +193,12 @@ SQS_VISIBILITY_TIMEOUT = env.int(
 )
 
 
-def _broker_url() -> str:
-    if not AWS_ENDPOINT_URL:
-        return "sqs://"
-    # kombu only reaches a local endpoint when the host is in the broker URL.
-    hostport = AWS_ENDPOINT_URL.split("://", 1)[-1].rstrip("/")
-    key = env("AWS_ACCESS_KEY_ID", default="testing")
-    secret = env("AWS_SECRET_ACCESS_KEY", default="testing")
-    return f"sqs://{key}:{secret}@{hostport}"
-
-
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or _broker_url()
+# Built as the stream handler builds its own (the change contract, Django-free).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or broker_url(
+    endpoint_url=AWS_ENDPOINT_URL,
+    access_key_id=env("AWS_ACCESS_KEY_ID", default="") or None,
+    secret_access_key=env("AWS_SECRET_ACCESS_KEY", default="") or None,
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "region": AWS_REGION,
     "is_secure": not (AWS_ENDPOINT_URL or "").startswith("http://"),

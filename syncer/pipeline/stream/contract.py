@@ -24,6 +24,7 @@ The apply task is `syncer.apply_changes(changes: list[dict])` on the SYNC queue 
 
 from datetime import datetime
 from typing import Any, TypedDict
+from urllib.parse import quote, urlsplit
 
 APPLY_TASK_NAME = "syncer.apply_changes"
 EVENT_NAMES = ("INSERT", "MODIFY", "REMOVE")
@@ -38,6 +39,20 @@ class Change(TypedDict, total=False):
     image: dict[str, Any] | None
     ts: float
     fetch: bool
+
+
+def broker_url(
+    *, endpoint_url: str | None, access_key_id: str | None, secret_access_key: str | None
+) -> str:
+    """The Celery broker URL of the SQS transport, for the stream handler and the project's
+    own Celery app (settings) alike."""
+    if not endpoint_url:
+        return "sqs://"  # AWS: credentials from the role / default chain
+    # kombu reaches a local endpoint only when its host is in the broker URL.
+    hostport = urlsplit(endpoint_url).netloc
+    key = quote(access_key_id or "testing", safe="")
+    secret = quote(secret_access_key or "testing", safe="")
+    return f"sqs://{key}:{secret}@{hostport}"
 
 
 SEQUENCE_MAX_DIGITS = 40  # the sequence columns' precision (syncer.models.SEQUENCE_DIGITS)

@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -50,6 +50,7 @@ from syncer.pipeline.stream.contract import (
     APPLY_TASK_NAME,
     Change,
     RecordError,
+    broker_url,
     change_from_record,
 )
 
@@ -96,13 +97,11 @@ class HandlerConfig:
 
 
 def _broker_url(config: HandlerConfig) -> str:
-    if not config.endpoint_url:
-        return "sqs://"  # AWS: credentials from the role / default chain
-    # kombu reaches a local endpoint only when its host is in the broker URL.
-    hostport = urlsplit(config.endpoint_url).netloc
-    key = quote(config.access_key_id or "testing", safe="")
-    secret = quote(config.secret_access_key or "testing", safe="")
-    return f"sqs://{key}:{secret}@{hostport}"
+    return broker_url(
+        endpoint_url=config.endpoint_url,
+        access_key_id=config.access_key_id,
+        secret_access_key=config.secret_access_key,
+    )
 
 
 # --- sending ---------------------------------------------------------------------------

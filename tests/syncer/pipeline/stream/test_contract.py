@@ -6,6 +6,7 @@ import pytest
 
 from syncer.pipeline.stream.contract import (
     RecordError,
+    broker_url,
     change_from_record,
     sequence_valid,
     table_from_stream_arn,
@@ -44,3 +45,11 @@ def test_table_from_stream_arn():
     for bad in (None, "chef", "arn:aws:dynamodb:us-east-1:1:index/chef"):
         with pytest.raises(RecordError):
             table_from_stream_arn(bad)
+
+
+def test_broker_url():
+    assert broker_url(endpoint_url=None, access_key_id="k", secret_access_key="s") == "sqs://"
+    local = broker_url(
+        endpoint_url="http://127.0.0.1:5000/", access_key_id=None, secret_access_key="a/b+c"
+    )
+    assert local == "sqs://testing:a%2Fb%2Bc@127.0.0.1:5000"
