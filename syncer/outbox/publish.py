@@ -84,10 +84,12 @@ def outbox_record(
 
 
 def outbox_enqueue(*, entry_id: int) -> None:
-    from config.celery import app
+    # The current app is the project's (config/__init__.py makes it so): syncer does not
+    # import the project package.
+    from celery import current_app
 
     try:
-        app.send_task(
+        current_app.send_task(
             PUBLISH_TASK_NAME,
             args=[entry_id],
             queue=settings.OUTBOX_QUEUE_NAME,

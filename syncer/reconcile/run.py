@@ -1188,11 +1188,13 @@ def _item_count(mapping: Mapping) -> int:
 
 
 def _send(task_name: str, kwargs: dict[str, Any], countdown: float | None = None) -> None:
+    from celery import current_app
     from django.conf import settings
 
-    from config.celery import app
-
-    app.send_task(task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME, countdown=countdown)
+    # The project's app is the current one (config/__init__.py): no import of `config`.
+    current_app.send_task(
+        task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME, countdown=countdown
+    )
 
 
 def _wait(run, mapping, phase: str, total: int, progress, timeout: float) -> list[ReconcileTask]:
