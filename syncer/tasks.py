@@ -4,13 +4,13 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from syncer.ops import cloudwatch
+from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME, cloudwatch
+from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
 from syncer.outbox import publish as outbox
-from syncer.outbox.publish import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
-from syncer.pipeline import changelog
+from syncer.pipeline import PRUNE_TASK_NAME, changelog
 from syncer.pipeline.apply import TransientApplyError, changes_apply
-from syncer.pipeline.changelog import PRUNE_TASK_NAME
 from syncer.pipeline.stream.contract import APPLY_TASK_NAME
+from syncer.reconcile import COMPARE_TASK_NAME, REPAIR_TASK_NAME, SCAN_TASK_NAME
 
 
 class FifoGroupTask(Task):
@@ -75,7 +75,7 @@ def changelog_prune() -> int:
 
 
 # Not acks_late: a lost publish is replaced by the next period's, a replayed one is stale.
-@shared_task(name=cloudwatch.PUBLISH_TASK_NAME, ignore_result=True)
+@shared_task(name=CLOUDWATCH_PUBLISH_TASK_NAME, ignore_result=True)
 def cloudwatch_publish() -> int:
     return len(cloudwatch.cloudwatch_metrics_publish())
 
@@ -84,14 +84,14 @@ def cloudwatch_publish() -> int:
 # Results go to syncer.ReconcileTask (the project runs without a result backend).
 
 
-@shared_task(name="syncer.reconcile_scan", acks_late=True)
+@shared_task(name=SCAN_TASK_NAME, acks_late=True)
 def reconcile_scan(run_id: int, mapping: str, segment: int) -> dict:
     from syncer.reconcile.run import segment_scan_task
 
     return segment_scan_task(run_id=run_id, mapping=mapping, segment=segment)
 
 
-@shared_task(name="syncer.reconcile_compare", acks_late=True)
+@shared_task(name=COMPARE_TASK_NAME, acks_late=True)
 def reconcile_compare(run_id: int, mapping: str, bucket: int, buckets: int) -> dict:
     from syncer.reconcile.run import bucket_compare_task
 
@@ -103,7 +103,7 @@ def reconcile_compare(run_id: int, mapping: str, bucket: int, buckets: int) -> d
 # by hand rather than redelivered while it may still be running.
 
 
-@shared_task(name="syncer.reconcile_repair", acks_late=False)
+@shared_task(name=REPAIR_TASK_NAME, acks_late=False)
 def reconcile_repair(mapping_names: list[str], direction: str, user_id: int | None) -> int:
     from syncer.pipeline.failed import reconcile_repair_run
 

@@ -5,7 +5,11 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from syncer.pipeline.stream.contract import broker_url
+# Django-free modules only (settings load before the apps): task names and the broker URL.
+from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME
+from syncer.outbox import SWEEP_TASK_NAME
+from syncer.pipeline import PRUNE_TASK_NAME
+from syncer.pipeline.stream.contract import APPLY_TASK_NAME, broker_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -213,7 +217,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     },
 }
 CELERY_TASK_DEFAULT_QUEUE = OUTBOX_QUEUE_NAME
-CELERY_TASK_ROUTES = {"syncer.apply_changes": {"queue": SYNC_QUEUE_NAME}}
+CELERY_TASK_ROUTES = {APPLY_TASK_NAME: {"queue": SYNC_QUEUE_NAME}}
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -240,12 +244,12 @@ CLOUDWATCH_NAMESPACE = env("CLOUDWATCH_NAMESPACE", default="Backsync")
 CLOUDWATCH_METRICS_SECONDS = env.int("CLOUDWATCH_METRICS_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
-    "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},
+    "outbox-sweep": {"task": SWEEP_TASK_NAME, "schedule": float(OUTBOX_SWEEP_SECONDS)},
     # Keeps the applied-change log to SYNC_CHANGELOG_RETENTION_HOURS.
-    "changelog-prune": {"task": "syncer.changelog_prune", "schedule": 3600.0},
+    "changelog-prune": {"task": PRUNE_TASK_NAME, "schedule": 3600.0},
     # The dashboard's figures to CloudWatch for the alarms (a no-op unless CLOUDWATCH_METRICS).
     "cloudwatch-publish": {
-        "task": "syncer.cloudwatch_publish",
+        "task": CLOUDWATCH_PUBLISH_TASK_NAME,
         "schedule": float(CLOUDWATCH_METRICS_SECONDS),
         # Behind a stopped worker, old sends would only publish the same current figures.
         "options": {"expires": float(CLOUDWATCH_METRICS_SECONDS)},

@@ -32,14 +32,13 @@ from pynamodb.exceptions import PynamoDBException
 
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.ops import metrics
+from syncer.outbox import PUBLISH_TASK_NAME
 from syncer.outbox.capture import sync_writes_mark
 from syncer.pipeline.apply import image_fetch
 from syncer.registry import Mapping, MappingError, registry
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_TASK_NAME = "syncer.outbox_publish"
-SWEEP_TASK_NAME = "syncer.outbox_sweep"
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 

@@ -94,13 +94,11 @@ from syncer.models import (
     ReconcileRun,
     ReconcileTask,
 )
+from syncer.reconcile import COMPARE_TASK_NAME, SCAN_TASK_NAME
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.sql import SqlValues, insert_head
 
 logger = logging.getLogger(__name__)
-
-SCAN_TASK_NAME = "syncer.reconcile_scan"
-COMPARE_TASK_NAME = "syncer.reconcile_compare"
 
 HASH_SPACE = 2**32  # CRC32 values
 SPILL_STATEMENT_BYTES = 1_000_000  # well under max_allowed_packet (MySQL 64 MB, MariaDB 16)
