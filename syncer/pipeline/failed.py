@@ -62,7 +62,7 @@ def conflicts_resolve(*, conflicts) -> int:
 
 def reconcile_repair_request(*, user, mapping_names: list[str], direction: str) -> None:
     """Queue a repairing reconcile run for the worker (the admin's reconcile page)."""
-    from syncer.tasks import reconcile_repair
+    from syncer.reconcile.tasks import reconcile_repair
 
     reconcile_repair.delay(mapping_names=mapping_names, direction=direction, user_id=user.pk)
 

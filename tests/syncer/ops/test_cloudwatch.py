@@ -97,8 +97,7 @@ def test_every_figure_is_a_known_metric_name():
 
 
 def test_beat_schedules_the_publish_every_period():
-    from syncer import tasks
-    from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME
+    from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME, tasks
 
     entry = settings.CELERY_BEAT_SCHEDULE["cloudwatch-publish"]
     assert entry["task"] == CLOUDWATCH_PUBLISH_TASK_NAME == tasks.cloudwatch_publish.name
