@@ -230,7 +230,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Sync tuning ------------------------------------------------------------------------
-SYNC_APPLY_MAX_ATTEMPTS = env.int("SYNC_APPLY_MAX_ATTEMPTS", default=5)
 SYNC_MESSAGE_GROUPS = env.int("SYNC_MESSAGE_GROUPS", default=4)
 SYNC_CHANGELOG_RETENTION_HOURS = env.int("SYNC_CHANGELOG_RETENTION_HOURS", default=48)
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=8)
