@@ -10,6 +10,7 @@ from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME
 from syncer.outbox import SWEEP_TASK_NAME
 from syncer.pipeline import PRUNE_TASK_NAME
 from syncer.pipeline.stream.contract import APPLY_TASK_NAME, broker_url
+from syncer.reconcile import COMPARE_TASK_NAME, REPAIR_TASK_NAME, SCAN_TASK_NAME
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -170,6 +171,10 @@ SYNC_QUEUE_NAME = env("SYNC_QUEUE_NAME", default="backsync-changes.fifo")
 SYNC_DLQ_NAME = env("SYNC_DLQ_NAME", default="backsync-changes-dlq.fifo")
 OUTBOX_QUEUE_NAME = env("OUTBOX_QUEUE_NAME", default="backsync-outbox")
 OUTBOX_DLQ_NAME = env("OUTBOX_DLQ_NAME", default="backsync-outbox-dlq")
+# Reconcile's tasks (distributed scan and compare, the admin's repair): long runs that must
+# not hold up the outbox's publishing.
+RECONCILE_QUEUE_NAME = env("RECONCILE_QUEUE_NAME", default="backsync-reconcile")
+RECONCILE_DLQ_NAME = env("RECONCILE_DLQ_NAME", default="backsync-reconcile-dlq")
 SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=10)
 
 
@@ -181,10 +186,12 @@ def _queue_url(name: str) -> str:
 
 SYNC_QUEUE_URL = env("SYNC_QUEUE_URL", default="") or _queue_url(SYNC_QUEUE_NAME)
 OUTBOX_QUEUE_URL = env("OUTBOX_QUEUE_URL", default="") or _queue_url(OUTBOX_QUEUE_NAME)
+RECONCILE_QUEUE_URL = env("RECONCILE_QUEUE_URL", default="") or _queue_url(RECONCILE_QUEUE_NAME)
 # The DLQs' URLs (the stack sets them); unset, the dashboard looks them up by name, which
 # needs sqs:GetQueueUrl.
 SYNC_DLQ_URL = env("SYNC_DLQ_URL", default="") or None
 OUTBOX_DLQ_URL = env("OUTBOX_DLQ_URL", default="") or None
+RECONCILE_DLQ_URL = env("RECONCILE_DLQ_URL", default="") or None
 
 # --- Celery (broker: SQS through kombu's SQS transport) ---------------------------------
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
@@ -214,10 +221,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "predefined_queues": {
         SYNC_QUEUE_NAME: {"url": SYNC_QUEUE_URL},
         OUTBOX_QUEUE_NAME: {"url": OUTBOX_QUEUE_URL},
+        RECONCILE_QUEUE_NAME: {"url": RECONCILE_QUEUE_URL},
     },
 }
 CELERY_TASK_DEFAULT_QUEUE = OUTBOX_QUEUE_NAME
-CELERY_TASK_ROUTES = {APPLY_TASK_NAME: {"queue": SYNC_QUEUE_NAME}}
+CELERY_TASK_ROUTES = {
+    APPLY_TASK_NAME: {"queue": SYNC_QUEUE_NAME},
+    **{
+        name: {"queue": RECONCILE_QUEUE_NAME}
+        for name in (SCAN_TASK_NAME, COMPARE_TASK_NAME, REPAIR_TASK_NAME)
+    },
+}
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -1191,7 +1191,7 @@ def _send(task_name: str, kwargs: dict[str, Any], countdown: float | None = None
 
     # The project's app is the current one (config/__init__.py): no import of `config`.
     current_app.send_task(
-        task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME, countdown=countdown
+        task_name, kwargs=kwargs, queue=settings.RECONCILE_QUEUE_NAME, countdown=countdown
     )
 
 
