@@ -33,6 +33,7 @@ RUN useradd --system --uid 10001 --home-dir /app backsync
 USER backsync
 
 EXPOSE 8000
-# Worker: celery -A config worker --loglevel INFO -Q backsync-changes.fifo,backsync-outbox
+# Worker: celery -A config worker --loglevel INFO
+#   -Q backsync-changes.fifo,backsync-outbox,backsync-reconcile
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
      "--access-logfile", "-", "--forwarded-allow-ips", "*"]

@@ -193,7 +193,9 @@ def main() -> None:
         moto.reset()  # a clean stream and queues for the measured runs
         aws_resources_ensure()
 
-        queues = f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}"
+        queues = ",".join(
+            (settings.SYNC_QUEUE_NAME, settings.OUTBOX_QUEUE_NAME, settings.RECONCILE_QUEUE_NAME)
+        )
         worker = ManagedProcess(
             "worker",
             [

@@ -49,7 +49,9 @@ from bench.apply_throughput import (  # noqa: E402
 
 # --- the worker process -------------------------------------------------------------------
 
-MAX_ATTEMPTS = 10  # per message, like SYNC_APPLY_MAX_ATTEMPTS with room for deadlock storms
+# Per message: room for deadlock storms, bounded so a broken run ends (the worker retries
+# transient errors without limit).
+MAX_ATTEMPTS = 10
 
 
 def worker_main(database: str, rtt_ms: float, messages: list[list[dict]], ready, go, results):

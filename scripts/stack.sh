@@ -222,7 +222,7 @@ up() {
   fi
   if wants worker; then
     local queues
-    queues=$(settings_value 'SYNC_QUEUE_NAME + "," + settings.OUTBOX_QUEUE_NAME')
+    queues=$(settings_value 'SYNC_QUEUE_NAME + "," + settings.OUTBOX_QUEUE_NAME + "," + settings.RECONCILE_QUEUE_NAME')
     # --beat: the outbox sweep (republishes lost publish tasks) runs with the worker.
     start worker "$VENV/bin/celery" -A config worker -Q "$queues" --concurrency 2 -l info \
       --beat --schedule "$RUN_DIR/celerybeat-schedule"

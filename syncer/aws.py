@@ -432,20 +432,26 @@ def aws_resources_ensure(*, stdout: TextIO | None = None, dry_run: bool = False)
                     dry_run=dry_run,
                 )
             )
-        for status in _queue_pair_ensure(
-            name=settings.SYNC_QUEUE_NAME,
-            dlq_name=settings.SYNC_DLQ_NAME,
-            fifo=True,
-            expected_url=settings.SYNC_QUEUE_URL,
-            dry_run=dry_run,
-        ) + _queue_pair_ensure(
-            name=settings.OUTBOX_QUEUE_NAME,
-            dlq_name=settings.OUTBOX_DLQ_NAME,
-            fifo=False,
-            expected_url=settings.OUTBOX_QUEUE_URL,
-            dry_run=dry_run,
-        ):
-            add(status)
+        queue_pairs = (  # name, DLQ name, FIFO, the URL settings expect
+            (settings.SYNC_QUEUE_NAME, settings.SYNC_DLQ_NAME, True, settings.SYNC_QUEUE_URL),
+            (
+                settings.OUTBOX_QUEUE_NAME,
+                settings.OUTBOX_DLQ_NAME,
+                False,
+                settings.OUTBOX_QUEUE_URL,
+            ),
+            (
+                settings.RECONCILE_QUEUE_NAME,
+                settings.RECONCILE_DLQ_NAME,
+                False,
+                settings.RECONCILE_QUEUE_URL,
+            ),
+        )
+        for name, dlq_name, fifo, url in queue_pairs:
+            for status in _queue_pair_ensure(
+                name=name, dlq_name=dlq_name, fifo=fifo, expected_url=url, dry_run=dry_run
+            ):
+                add(status)
     except _CONNECTION_ERRORS as exc:
         raise DynamoUnavailable(f"AWS endpoint unreachable: {exc}") from exc
     return report

@@ -91,7 +91,7 @@ class ManagedProcess:
 
 
 def worker_argv(*, schedule: Path) -> list[str]:
-    """A celery worker on both queues with beat (the outbox sweep), as `make up` runs it."""
+    """A celery worker on every queue with beat (the outbox sweep), as `make up` runs it."""
     from django.conf import settings
 
     return [
@@ -100,7 +100,7 @@ def worker_argv(*, schedule: Path) -> list[str]:
         "config",
         "worker",
         "-Q",
-        f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME}",
+        f"{settings.SYNC_QUEUE_NAME},{settings.OUTBOX_QUEUE_NAME},{settings.RECONCILE_QUEUE_NAME}",
         "--concurrency",
         "2",
         "--without-gossip",

@@ -5,6 +5,13 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+# Django-free modules only (settings load before the apps): task names and the broker URL.
+from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME
+from syncer.outbox import SWEEP_TASK_NAME
+from syncer.pipeline import PRUNE_TASK_NAME
+from syncer.pipeline.stream.contract import APPLY_TASK_NAME, broker_url
+from syncer.reconcile import COMPARE_TASK_NAME, REPAIR_TASK_NAME, SCAN_TASK_NAME
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -164,6 +171,10 @@ SYNC_QUEUE_NAME = env("SYNC_QUEUE_NAME", default="backsync-changes.fifo")
 SYNC_DLQ_NAME = env("SYNC_DLQ_NAME", default="backsync-changes-dlq.fifo")
 OUTBOX_QUEUE_NAME = env("OUTBOX_QUEUE_NAME", default="backsync-outbox")
 OUTBOX_DLQ_NAME = env("OUTBOX_DLQ_NAME", default="backsync-outbox-dlq")
+# Reconcile's tasks (distributed scan and compare, the admin's repair): long runs that must
+# not hold up the outbox's publishing.
+RECONCILE_QUEUE_NAME = env("RECONCILE_QUEUE_NAME", default="backsync-reconcile")
+RECONCILE_DLQ_NAME = env("RECONCILE_DLQ_NAME", default="backsync-reconcile-dlq")
 SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=10)
 
 
@@ -175,10 +186,12 @@ def _queue_url(name: str) -> str:
 
 SYNC_QUEUE_URL = env("SYNC_QUEUE_URL", default="") or _queue_url(SYNC_QUEUE_NAME)
 OUTBOX_QUEUE_URL = env("OUTBOX_QUEUE_URL", default="") or _queue_url(OUTBOX_QUEUE_NAME)
+RECONCILE_QUEUE_URL = env("RECONCILE_QUEUE_URL", default="") or _queue_url(RECONCILE_QUEUE_NAME)
 # The DLQs' URLs (the stack sets them); unset, the dashboard looks them up by name, which
 # needs sqs:GetQueueUrl.
 SYNC_DLQ_URL = env("SYNC_DLQ_URL", default="") or None
 OUTBOX_DLQ_URL = env("OUTBOX_DLQ_URL", default="") or None
+RECONCILE_DLQ_URL = env("RECONCILE_DLQ_URL", default="") or None
 
 # --- Celery (broker: SQS through kombu's SQS transport) ---------------------------------
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
@@ -191,17 +204,12 @@ SQS_VISIBILITY_TIMEOUT = env.int(
 )
 
 
-def _broker_url() -> str:
-    if not AWS_ENDPOINT_URL:
-        return "sqs://"
-    # kombu only reaches a local endpoint when the host is in the broker URL.
-    hostport = AWS_ENDPOINT_URL.split("://", 1)[-1].rstrip("/")
-    key = env("AWS_ACCESS_KEY_ID", default="testing")
-    secret = env("AWS_SECRET_ACCESS_KEY", default="testing")
-    return f"sqs://{key}:{secret}@{hostport}"
-
-
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or _broker_url()
+# Built as the stream handler builds its own (the change contract, Django-free).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or broker_url(
+    endpoint_url=AWS_ENDPOINT_URL,
+    access_key_id=env("AWS_ACCESS_KEY_ID", default="") or None,
+    secret_access_key=env("AWS_SECRET_ACCESS_KEY", default="") or None,
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "region": AWS_REGION,
     "is_secure": not (AWS_ENDPOINT_URL or "").startswith("http://"),
@@ -213,10 +221,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "predefined_queues": {
         SYNC_QUEUE_NAME: {"url": SYNC_QUEUE_URL},
         OUTBOX_QUEUE_NAME: {"url": OUTBOX_QUEUE_URL},
+        RECONCILE_QUEUE_NAME: {"url": RECONCILE_QUEUE_URL},
     },
 }
 CELERY_TASK_DEFAULT_QUEUE = OUTBOX_QUEUE_NAME
-CELERY_TASK_ROUTES = {"syncer.apply_changes": {"queue": SYNC_QUEUE_NAME}}
+CELERY_TASK_ROUTES = {
+    APPLY_TASK_NAME: {"queue": SYNC_QUEUE_NAME},
+    **{
+        name: {"queue": RECONCILE_QUEUE_NAME}
+        for name in (SCAN_TASK_NAME, COMPARE_TASK_NAME, REPAIR_TASK_NAME)
+    },
+}
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -229,7 +244,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Sync tuning ------------------------------------------------------------------------
-SYNC_APPLY_MAX_ATTEMPTS = env.int("SYNC_APPLY_MAX_ATTEMPTS", default=5)
 SYNC_MESSAGE_GROUPS = env.int("SYNC_MESSAGE_GROUPS", default=4)
 SYNC_CHANGELOG_RETENTION_HOURS = env.int("SYNC_CHANGELOG_RETENTION_HOURS", default=48)
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=8)
@@ -243,12 +257,12 @@ CLOUDWATCH_NAMESPACE = env("CLOUDWATCH_NAMESPACE", default="Backsync")
 CLOUDWATCH_METRICS_SECONDS = env.int("CLOUDWATCH_METRICS_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     # Republishes outbox entries whose task was lost, and retries failed ones after backoff.
-    "outbox-sweep": {"task": "syncer.outbox_sweep", "schedule": float(OUTBOX_SWEEP_SECONDS)},
+    "outbox-sweep": {"task": SWEEP_TASK_NAME, "schedule": float(OUTBOX_SWEEP_SECONDS)},
     # Keeps the applied-change log to SYNC_CHANGELOG_RETENTION_HOURS.
-    "changelog-prune": {"task": "syncer.changelog_prune", "schedule": 3600.0},
+    "changelog-prune": {"task": PRUNE_TASK_NAME, "schedule": 3600.0},
     # The dashboard's figures to CloudWatch for the alarms (a no-op unless CLOUDWATCH_METRICS).
     "cloudwatch-publish": {
-        "task": "syncer.cloudwatch_publish",
+        "task": CLOUDWATCH_PUBLISH_TASK_NAME,
         "schedule": float(CLOUDWATCH_METRICS_SECONDS),
         # Behind a stopped worker, old sends would only publish the same current figures.
         "options": {"expires": float(CLOUDWATCH_METRICS_SECONDS)},

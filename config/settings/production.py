@@ -2,8 +2,8 @@
 
 Required (startup stops with ImproperlyConfigured naming the variable when one is missing):
 SECRET_KEY, DJANGO_ALLOWED_HOSTS, AWS_STORAGE_BUCKET_NAME, SYNC_QUEUE_URL, OUTBOX_QUEUE_URL,
-and the database as DATABASE_SECRET (the Secrets Manager JSON that ECS injects) or
-DATABASE_URL. deploy/README.md lists every variable.
+RECONCILE_QUEUE_URL, and the database as DATABASE_SECRET (the Secrets Manager JSON that ECS
+injects) or DATABASE_URL. deploy/README.md lists every variable.
 """
 
 import json
@@ -14,7 +14,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import base
 from .base import *  # noqa: F403
-from .base import AWS_ENDPOINT_URL, AWS_REGION, OUTBOX_QUEUE_NAME, SYNC_QUEUE_NAME, env
+from .base import (
+    AWS_ENDPOINT_URL,
+    AWS_REGION,
+    OUTBOX_QUEUE_NAME,
+    RECONCILE_QUEUE_NAME,
+    SYNC_QUEUE_NAME,
+    env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +128,13 @@ if AWS_S3_CUSTOM_DOMAIN:
 # --- Queues: real URLs are required in AWS (the base defaults are local shapes) ---------
 SYNC_QUEUE_URL = env("SYNC_QUEUE_URL")
 OUTBOX_QUEUE_URL = env("OUTBOX_QUEUE_URL")
+RECONCILE_QUEUE_URL = env("RECONCILE_QUEUE_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     **base.CELERY_BROKER_TRANSPORT_OPTIONS,
     "predefined_queues": {
         SYNC_QUEUE_NAME: {"url": SYNC_QUEUE_URL},
         OUTBOX_QUEUE_NAME: {"url": OUTBOX_QUEUE_URL},
+        RECONCILE_QUEUE_NAME: {"url": RECONCILE_QUEUE_URL},
     },
 }
 

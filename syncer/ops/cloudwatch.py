@@ -25,7 +25,6 @@ from syncer.ops import dashboard
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_TASK_NAME = "syncer.cloudwatch_publish"
 LAG_WINDOW = timedelta(minutes=5)
 # Metric names (the stack's alarms and dashboard use the same strings; a deploy test
 # checks that every name they use is one published here).

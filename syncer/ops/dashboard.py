@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from syncer.models import AppliedChange, Conflict, FailedChange, OutboxEntry, ShardCheckpoint
+from syncer.pipeline.stream.contract import RecordError, table_from_stream_arn
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _queue_depth(client, *, label: str, name: str, url: str | None) -> QueueDept
 
 
 def queue_depths_get() -> list[QueueDepth]:
-    """Depth of the sync and outbox queues and their dead-letter queues.
+    """Depth of the sync, outbox and reconcile queues and their dead-letter queues.
 
     A queue that cannot be read shows as unavailable; after a connection failure the
     remaining queues are not tried (the endpoint is down: no point in waiting for each).
@@ -194,6 +195,8 @@ def queue_depths_get() -> list[QueueDepth]:
         ("sync dead-letter queue", settings.SYNC_DLQ_NAME, settings.SYNC_DLQ_URL),
         ("outbox queue", settings.OUTBOX_QUEUE_NAME, settings.OUTBOX_QUEUE_URL),
         ("outbox dead-letter queue", settings.OUTBOX_DLQ_NAME, settings.OUTBOX_DLQ_URL),
+        ("reconcile queue", settings.RECONCILE_QUEUE_NAME, settings.RECONCILE_QUEUE_URL),
+        ("reconcile dead-letter queue", settings.RECONCILE_DLQ_NAME, settings.RECONCILE_DLQ_URL),
     ]
     depths: list[QueueDepth] = []
     unreachable = ""
@@ -228,9 +231,10 @@ class CheckpointRow:
 
 
 def _table_of(stream_arn: str) -> str:
-    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
-    parts = stream_arn.split("/")
-    return parts[1] if len(parts) > 2 and parts[0].endswith(":table") else stream_arn
+    try:
+        return table_from_stream_arn(stream_arn)
+    except RecordError:
+        return stream_arn  # shown as it is rather than hidden
 
 
 def checkpoints_get() -> list[CheckpointRow]:

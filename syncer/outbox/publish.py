@@ -31,14 +31,13 @@ from pynamodb.exceptions import PynamoDBException
 
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.ops import metrics
+from syncer.outbox import PUBLISH_TASK_NAME
 from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping, registry
 from syncer.store import dynamo
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_TASK_NAME = "syncer.outbox_publish"
-SWEEP_TASK_NAME = "syncer.outbox_sweep"
 
 
 # --- recording ------------------------------------------------------------------------
@@ -82,10 +81,12 @@ def outbox_record(
 
 
 def outbox_enqueue(*, entry_id: int) -> None:
-    from config.celery import app
+    # The current app is the project's (config/__init__.py makes it so): syncer does not
+    # import the project package.
+    from celery import current_app
 
     try:
-        app.send_task(
+        current_app.send_task(
             PUBLISH_TASK_NAME,
             args=[entry_id],
             queue=settings.OUTBOX_QUEUE_NAME,

@@ -31,7 +31,7 @@ from django.utils import timezone
 from syncer.models import AppliedChange, FailedChange, KeyState
 from syncer.ops import metrics
 from syncer.outbox.capture import sync_writes_mark
-from syncer.pipeline.stream.contract import EVENT_NAMES
+from syncer.pipeline.stream.contract import EVENT_NAMES, sequence_valid
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.dynamo import image_fetch
 from syncer.store.sql import SqlValues, insert_head, round_trip
@@ -122,11 +122,6 @@ def _source_time(value: Any) -> datetime | None:
     return None
 
 
-def _sequence_like(value: Any) -> bool:
-    # ASCII digits only ("²".isdigit() is True) and within the columns' 40 digits.
-    return isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40
-
-
 def change_parse(
     *, change: dict[str, Any], fetch_image=None, mappings: dict[str, Mapping] | None = None
 ) -> ParsedChange:
@@ -151,7 +146,7 @@ def change_parse(
     if event not in EVENT_NAMES:
         raise MappingError(f"unknown event name {event!r}")
     seq_text = change.get("seq")
-    if not _sequence_like(seq_text):
+    if not sequence_valid(seq_text):
         raise MappingError(f"bad sequence number {seq_text!r}")
     key = mapping.key_from_keys(change.get("keys") or {})
     image = change.get("image")
@@ -202,7 +197,7 @@ def failed_change_keep(
             "mapping": mapping[:64],
             "key": key[:255],
             "event_name": event_name[:16],
-            "sequence": Decimal(sequence) if _sequence_like(sequence) else None,
+            "sequence": Decimal(sequence) if sequence_valid(sequence) else None,
             "payload": payload,
             "error": error,
             "attempts": attempts,

@@ -11,8 +11,6 @@ from django.utils import timezone
 
 from syncer.models import AppliedChange
 
-PRUNE_TASK_NAME = "syncer.changelog_prune"
-
 
 def changelog_prune(
     *,

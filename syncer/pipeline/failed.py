@@ -10,15 +10,14 @@ from django.utils import timezone
 
 from syncer.models import FailedChange
 from syncer.pipeline.apply import ApplyResult, changes_apply
+from syncer.pipeline.stream.contract import change_from_record
 
 
 def _change_from_payload(failed: FailedChange) -> dict[str, Any]:
     payload = failed.payload
     if failed.source == FailedChange.Source.STREAM:
         # Kept as the Lambda-shaped stream record (what the on-failure destination gets).
-        from syncer.pipeline.stream.handler import record_to_change
-
-        return record_to_change(payload)
+        return change_from_record(payload)
     return payload
 
 
@@ -63,7 +62,7 @@ def conflicts_resolve(*, conflicts) -> int:
 
 def reconcile_repair_request(*, user, mapping_names: list[str], direction: str) -> None:
     """Queue a repairing reconcile run for the worker (the admin's reconcile page)."""
-    from syncer.tasks import reconcile_repair
+    from syncer.reconcile.tasks import reconcile_repair
 
     reconcile_repair.delay(mapping_names=mapping_names, direction=direction, user_id=user.pk)
 

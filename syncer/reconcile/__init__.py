@@ -1,0 +1,9 @@
+"""Reconcile: compare MySQL and DynamoDB and repair the differences.
+
+Task names are the wire format (messages and the beat schedule carry them): defined once
+here, Django-free, so settings can route and schedule by them.
+"""
+
+SCAN_TASK_NAME = "syncer.reconcile_scan"
+COMPARE_TASK_NAME = "syncer.reconcile_compare"
+REPAIR_TASK_NAME = "syncer.reconcile_repair"

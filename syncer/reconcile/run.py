@@ -94,14 +94,12 @@ from syncer.models import (
     ReconcileRun,
     ReconcileTask,
 )
+from syncer.reconcile import COMPARE_TASK_NAME, SCAN_TASK_NAME
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.dynamo import items_fetch
 from syncer.store.sql import SqlValues, insert_head
 
 logger = logging.getLogger(__name__)
-
-SCAN_TASK_NAME = "syncer.reconcile_scan"
-COMPARE_TASK_NAME = "syncer.reconcile_compare"
 
 HASH_SPACE = 2**32  # CRC32 values
 SPILL_STATEMENT_BYTES = 1_000_000  # well under max_allowed_packet (MySQL 64 MB, MariaDB 16)
@@ -1187,11 +1185,13 @@ def _item_count(mapping: Mapping) -> int:
 
 
 def _send(task_name: str, kwargs: dict[str, Any], countdown: float | None = None) -> None:
+    from celery import current_app
     from django.conf import settings
 
-    from config.celery import app
-
-    app.send_task(task_name, kwargs=kwargs, queue=settings.OUTBOX_QUEUE_NAME, countdown=countdown)
+    # The project's app is the current one (config/__init__.py): no import of `config`.
+    current_app.send_task(
+        task_name, kwargs=kwargs, queue=settings.RECONCILE_QUEUE_NAME, countdown=countdown
+    )
 
 
 def _wait(run, mapping, phase: str, total: int, progress, timeout: float) -> list[ReconcileTask]:

@@ -28,6 +28,7 @@ REQUIRED = (
     "AWS_STORAGE_BUCKET_NAME",
     "SYNC_QUEUE_URL",
     "OUTBOX_QUEUE_URL",
+    "RECONCILE_QUEUE_URL",
     "DATABASE_URL",
 )
 # Renders the admin login page as a browser would reach it (HTTPS behind the balancer).
@@ -66,6 +67,9 @@ def production_env(**overrides: str | None) -> dict[str, str]:
             "AWS_STORAGE_BUCKET_NAME": "backsync-static-test",
             "SYNC_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/111122223333/backsync-changes.fifo",
             "OUTBOX_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/111122223333/backsync-outbox",
+            "RECONCILE_QUEUE_URL": (
+                "https://sqs.us-east-1.amazonaws.com/111122223333/backsync-reconcile"
+            ),
             "DATABASE_URL": "mysql://root@127.0.0.1:3306/backsync",
         }
     )

@@ -56,11 +56,18 @@ class TestEnsure:
         _, dlq = _queue_attrs(settings.OUTBOX_DLQ_NAME)
         assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == dlq["QueueArn"]
 
+    def test_reconcile_queue_is_standard_with_redrive(self, settings):
+        url, attrs = _queue_attrs(settings.RECONCILE_QUEUE_NAME)
+        assert url == settings.RECONCILE_QUEUE_URL
+        assert "FifoQueue" not in attrs
+        _, dlq = _queue_attrs(settings.RECONCILE_DLQ_NAME)
+        assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == dlq["QueueArn"]
+
     def test_second_run_changes_nothing(self):
         before = _table()["LatestStreamArn"]
         report = aws.aws_resources_ensure()
         assert {r.action for r in report.resources} == {"unchanged"}
-        assert len(report.resources) == 5  # 1 table + 4 queues
+        assert len(report.resources) == 7  # 1 table + 6 queues
         assert _table()["LatestStreamArn"] == before
 
     def test_existing_table_without_stream_gets_one(self):
@@ -125,7 +132,7 @@ class TestCommand:
         assert "table chef: created" in first.getvalue()
         assert f"queue {settings.SYNC_QUEUE_NAME}: created" in first.getvalue()
         assert "table chef: unchanged" in second.getvalue()
-        assert second.getvalue().count(": unchanged") == 5
+        assert second.getvalue().count(": unchanged") == 7  # 1 table + 3 queues and their DLQs
         assert "created" not in second.getvalue()
 
     def test_dry_run_changes_nothing(self, moto_server):

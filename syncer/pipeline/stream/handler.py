@@ -14,13 +14,14 @@ calls the same `handler`. Configuration comes from the environment only:
   headers), so 100,000 bytes of changes become about 180 kB of SQS's 256 KiB.
 - credentials: the usual AWS variables or the Lambda role.
 
-Each record becomes one change (format: contract.py, next to this module). The changes of a
-batch are packed into as few messages as fit, one FIFO group per table and key bucket, so changes to
-one key share a group and stay in stream order in the queue (the apply guard still keeps the
-order, since Celery may run messages of one group at once). The deduplication id is a hash
-of the event ids in the message, so a redelivered identical batch is enqueued once within
-SQS's five-minute window. Records that cannot be converted or whose message could not be
-sent are reported in `batchItemFailures`; Lambda retries from the lowest of them.
+Each record becomes one change (format and conversion: contract.py, next to this module).
+The changes of a batch are packed into as few messages as fit, one FIFO group per table and
+key bucket, so changes to one key share a group and stay in stream order in the queue (the
+apply guard still keeps the order, since Celery may run messages of one group at once). The
+deduplication id is a hash of the event ids in the message, so a redelivered identical batch
+is enqueued once within SQS's five-minute window. Records that cannot be converted or whose
+message could not be sent are reported in `batchItemFailures`; Lambda retries from the
+lowest of them.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -46,17 +46,19 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from celery import Celery
 from kombu import Exchange, Queue
 
-from syncer.pipeline.stream.contract import APPLY_TASK_NAME, EVENT_NAMES, Change
+from syncer.pipeline.stream.contract import (
+    APPLY_TASK_NAME,
+    Change,
+    RecordError,
+    broker_url,
+    change_from_record,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MESSAGE_GROUPS = 4
 DEFAULT_MAX_MESSAGE_BYTES = 100_000
 MAX_GROUP_ID_TABLE_CHARS = 100  # MessageGroupId allows 128 characters in all
-
-
-class RecordError(ValueError):
-    """A stream record that cannot be turned into a change."""
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -95,13 +97,11 @@ class HandlerConfig:
 
 
 def _broker_url(config: HandlerConfig) -> str:
-    if not config.endpoint_url:
-        return "sqs://"  # AWS: credentials from the role / default chain
-    # kombu reaches a local endpoint only when its host is in the broker URL.
-    hostport = urlsplit(config.endpoint_url).netloc
-    key = quote(config.access_key_id or "testing", safe="")
-    secret = quote(config.secret_access_key or "testing", safe="")
-    return f"sqs://{key}:{secret}@{hostport}"
+    return broker_url(
+        endpoint_url=config.endpoint_url,
+        access_key_id=config.access_key_id,
+        secret_access_key=config.secret_access_key,
+    )
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -147,67 +147,6 @@ class CelerySender:
 
 
 # --- records -> changes ----------------------------------------------------------------
-def _table_from_arn(arn: Any) -> str:
-    # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
-    if not isinstance(arn, str):
-        raise RecordError("eventSourceARN is missing")
-    parts = arn.split(":", 5)
-    resource = parts[5].split("/") if len(parts) == 6 else []
-    if len(resource) < 2 or resource[0] != "table" or not resource[1]:
-        raise RecordError(f"eventSourceARN is not a DynamoDB table stream ARN: {arn!r}")
-    return resource[1]
-
-
-def _epoch_seconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise RecordError(f"ApproximateCreationDateTime is not a number: {value!r}") from exc
-
-
-def change_from_record(record: dict[str, Any]) -> Change:
-    """One Lambda-shaped DynamoDB stream record -> a change; raises RecordError."""
-    if not isinstance(record, dict):
-        raise RecordError("record is not an object")
-    event_id = record.get("eventID")
-    if not isinstance(event_id, str) or not event_id:
-        raise RecordError("eventID is missing")
-    event = record.get("eventName")
-    if event not in EVENT_NAMES:
-        raise RecordError(f"unknown eventName {event!r}")
-    table = _table_from_arn(record.get("eventSourceARN"))
-    ddb = record.get("dynamodb")
-    if not isinstance(ddb, dict):
-        raise RecordError("dynamodb is missing")
-    seq = ddb.get("SequenceNumber")
-    if not isinstance(seq, str) or not seq.isdigit():
-        raise RecordError(f"SequenceNumber is missing or not a decimal string: {seq!r}")
-    keys = ddb.get("Keys")
-    if not isinstance(keys, dict) or not keys:
-        raise RecordError("Keys are missing")
-    change: Change = {
-        "id": event_id,
-        "table": table,
-        "event": event,
-        "seq": seq,
-        "keys": keys,
-        "image": None,
-        "ts": _epoch_seconds(ddb.get("ApproximateCreationDateTime")),
-    }
-    if event != "REMOVE":
-        image = ddb.get("NewImage")
-        if isinstance(image, dict):
-            change["image"] = image
-        else:
-            # A stream without new images (KEYS_ONLY / OLD_IMAGE): the worker reads the item.
-            change["fetch"] = True
-    return change
-
-
 def _record_handler(record: DynamoDBRecord) -> Change:
     # The raw record keeps DynamoDB JSON (the data class would deserialize the images).
     return change_from_record(record.raw_event)
@@ -378,8 +317,4 @@ __all__ = [
     "handler",
     "pack",
     "process_event",
-    "record_to_change",
 ]
-
-# The name the failed-change replay service uses (syncer/pipeline/failed.py).
-record_to_change = change_from_record

@@ -83,7 +83,7 @@ def test_audited_block_records_partial_and_failed_outcomes():
 
 
 def test_admin_reconcile_repair_task_records_the_user(aws):
-    from syncer.tasks import reconcile_repair
+    from syncer.reconcile.tasks import reconcile_repair
     from tests.factories import user_with_roles
 
     operator = user_with_roles(username="op", is_staff=True)
@@ -103,7 +103,7 @@ def test_admin_reconcile_repair_task_records_the_user(aws):
 
 def test_admin_reconcile_repair_task_failure_is_recorded(aws, monkeypatch):
     from syncer.reconcile import run as reconcile_module
-    from syncer.tasks import reconcile_repair
+    from syncer.reconcile.tasks import reconcile_repair
 
     def broken(**kwargs):
         raise ReconcileError("DynamoDB unreachable")

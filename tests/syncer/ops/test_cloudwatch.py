@@ -97,10 +97,10 @@ def test_every_figure_is_a_known_metric_name():
 
 
 def test_beat_schedules_the_publish_every_period():
-    from syncer import tasks
+    from syncer.ops import CLOUDWATCH_PUBLISH_TASK_NAME, tasks
 
     entry = settings.CELERY_BEAT_SCHEDULE["cloudwatch-publish"]
-    assert entry["task"] == cloudwatch.PUBLISH_TASK_NAME == tasks.cloudwatch_publish.name
+    assert entry["task"] == CLOUDWATCH_PUBLISH_TASK_NAME == tasks.cloudwatch_publish.name
     assert entry["schedule"] == settings.CLOUDWATCH_METRICS_SECONDS
 
 

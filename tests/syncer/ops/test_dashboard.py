@@ -125,6 +125,8 @@ def test_queue_depths_from_sqs(aws):
     assert depths[settings.SYNC_QUEUE_NAME].visible == 1
     assert depths[settings.SYNC_DLQ_NAME].visible == 0
     assert depths[settings.OUTBOX_DLQ_NAME].available
+    assert depths[settings.RECONCILE_QUEUE_NAME].visible == 0
+    assert depths[settings.RECONCILE_DLQ_NAME].available
 
 
 def test_queue_depths_unavailable_when_sqs_is_down():
@@ -134,7 +136,7 @@ def test_queue_depths_unavailable_when_sqs_is_down():
         started = time.monotonic()
         depths = dashboard.queue_depths_get()
         elapsed = time.monotonic() - started
-    assert len(depths) == 4
+    assert len(depths) == 6
     assert not any(q.available for q in depths)
     assert all("unreachable" in q.error for q in depths)
     assert elapsed < 15  # one endpoint failure, not one per queue
@@ -184,7 +186,7 @@ def test_dashboard_page_for_staff(client, aws):
     assert "shardId-xyz" in html and "900" in html
     assert "/admin/syncer/failedchange/?status__exact=failed" in html
     assert "/admin/syncer/conflict/?resolved__exact=0" in html
-    assert html.count('class="queue-row"') == 4 and 'class="unavailable"' not in html
+    assert html.count('class="queue-row"') == 6 and 'class="unavailable"' not in html
 
 
 def test_dashboard_is_staff_only(client):

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from syncer.models import AppliedChange
 from syncer.pipeline.changelog import changelog_prune
-from syncer.tasks import changelog_prune as prune_task
+from syncer.pipeline.tasks import changelog_prune as prune_task
 
 pytestmark = pytest.mark.django_db
 

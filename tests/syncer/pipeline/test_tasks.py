@@ -12,7 +12,7 @@ from syncer.pipeline.apply import TransientApplyError
 
 
 def _retry_as_the_worker_would(*, group: str, dedup: str, retries: int) -> None:
-    from syncer.tasks import apply_changes
+    from syncer.pipeline.tasks import apply_changes
 
     assert apply_changes.app.main == "backsync"  # the worker's app, not the handler's
     queue = settings.SYNC_QUEUE_NAME
