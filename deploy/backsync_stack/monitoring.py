@@ -52,6 +52,8 @@ class Monitored:
     sync_dlq: sqs.IQueue
     outbox_queue: sqs.IQueue
     outbox_dlq: sqs.IQueue
+    reconcile_queue: sqs.IQueue
+    reconcile_dlq: sqs.IQueue
     stream_failures: sqs.IQueue
     database: rds.DatabaseCluster
     db_max_capacity: float
@@ -112,6 +114,7 @@ class Monitoring(Construct):
             ("StreamFailuresNotEmpty", m.stream_failures, "Lambda gave up on stream records"),
             ("SyncDlqNotEmpty", m.sync_dlq, "changes the worker never acknowledged"),
             ("OutboxDlqNotEmpty", m.outbox_dlq, "outbox publishes never acknowledged"),
+            ("ReconcileDlqNotEmpty", m.reconcile_dlq, "reconcile tasks never acknowledged"),
         ):
             self._alarm(
                 alarm_id,
@@ -201,6 +204,8 @@ class Monitoring(Construct):
             ("changes DLQ", m.sync_dlq),
             ("outbox", m.outbox_queue),
             ("outbox DLQ", m.outbox_dlq),
+            ("reconcile", m.reconcile_queue),
+            ("reconcile DLQ", m.reconcile_dlq),
             ("stream failures", m.stream_failures),
         )
         dashboard = cloudwatch.Dashboard(

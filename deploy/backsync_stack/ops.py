@@ -40,6 +40,8 @@ class Ops:
                 sync_dlq=pipeline.sync_dlq,
                 outbox_queue=pipeline.outbox_queue,
                 outbox_dlq=pipeline.outbox_dlq,
+                reconcile_queue=pipeline.reconcile_queue,
+                reconcile_dlq=pipeline.reconcile_dlq,
                 stream_failures=pipeline.stream_failures,
                 database=data.database,
                 db_max_capacity=options.db_max_capacity,
@@ -62,6 +64,7 @@ class Ops:
             "StreamFailuresQueueUrl": pipeline.stream_failures.queue_url,
             "SyncDlqUrl": pipeline.sync_dlq.queue_url,
             "OutboxDlqUrl": pipeline.outbox_dlq.queue_url,
+            "ReconcileDlqUrl": pipeline.reconcile_dlq.queue_url,
             "DatabaseSecretArn": data.db_secret.secret_arn,
             "MetricsTokenSecretArn": services.metrics_token.secret_arn,
         }.items():

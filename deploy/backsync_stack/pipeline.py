@@ -55,6 +55,18 @@ class Pipeline:
             max_receive_count=sync.sqs_max_receive_count,
         )
         self.outbox_queue, self.outbox_dlq = outbox.queue, outbox.dlq
+        # Reconcile's distributed scan/compare tasks and the admin's repair runs: a queue
+        # of their own, so a long reconcile never holds up outbox publishes.
+        reconcile = queue_with_dlq(
+            stack,
+            "Reconcile",
+            queue_name=sync.reconcile_queue_name,
+            dlq_name=sync.reconcile_dlq_name,
+            fifo=False,
+            visibility_timeout=visibility,
+            max_receive_count=sync.sqs_max_receive_count,
+        )
+        self.reconcile_queue, self.reconcile_dlq = reconcile.queue, reconcile.dlq
         # Where the event source mapping puts a batch it gave up on (metadata of the
         # shard range, not the records): the operator replays it with the relay/backfill.
         self.stream_failures = encrypted_queue(

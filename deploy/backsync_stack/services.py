@@ -153,6 +153,10 @@ class AppServices:
             "OUTBOX_QUEUE_URL": pipeline.outbox_queue.queue_url,
             "OUTBOX_DLQ_NAME": pipeline.outbox_dlq.queue_name,
             "OUTBOX_DLQ_URL": pipeline.outbox_dlq.queue_url,
+            "RECONCILE_QUEUE_NAME": pipeline.reconcile_queue.queue_name,
+            "RECONCILE_QUEUE_URL": pipeline.reconcile_queue.queue_url,
+            "RECONCILE_DLQ_NAME": pipeline.reconcile_dlq.queue_name,
+            "RECONCILE_DLQ_URL": pipeline.reconcile_dlq.queue_url,
             "SYNC_MESSAGE_GROUPS": str(sync.message_groups),
             # The worker publishes the sync's figures for the alarms (syncer/ops/cloudwatch.py).
             "CLOUDWATCH_METRICS": "true",
@@ -176,13 +180,15 @@ class AppServices:
         self.beat_role = iam.Role(stack, "BeatTaskRole", assumed_by=TASKS)
         self.release_role = iam.Role(stack, "ReleaseTaskRole", assumed_by=TASKS)
         # Web: the new API reads and writes the table; legacy writes enqueue the outbox
-        # publisher; the admin shows queue depths.
+        # publisher; the admin queues reconcile repairs and shows queue depths.
         data.table.grant(self.web_role, *TABLE_READ_WRITE_ACTIONS)
         pipeline.outbox_queue.grant_send_messages(self.web_role)
+        pipeline.reconcile_queue.grant_send_messages(self.web_role)
         # Worker: applies changes (reads the table when an image is too large), publishes
-        # the outbox (writes the table), consumes both queues and re-sends retries.
+        # the outbox (writes the table), runs reconcile tasks, consumes the three queues and
+        # re-sends retries (the ops task, on the worker role, sends reconcile's tasks).
         data.table.grant(self.worker_role, *TABLE_READ_WRITE_ACTIONS)
-        for queue in (pipeline.sync_queue, pipeline.outbox_queue):
+        for queue in (pipeline.sync_queue, pipeline.outbox_queue, pipeline.reconcile_queue):
             queue.grant_consume_messages(self.worker_role)
             queue.grant_send_messages(self.worker_role)
         for role in (self.web_role, self.worker_role):
@@ -191,6 +197,8 @@ class AppServices:
                 pipeline.sync_dlq,
                 pipeline.outbox_queue,
                 pipeline.outbox_dlq,
+                pipeline.reconcile_queue,
+                pipeline.reconcile_dlq,
             ):
                 queue.grant(role, "sqs:GetQueueAttributes")
         # Beat: only enqueues the periodic outbox sweep (CELERY_BEAT_SCHEDULE).
@@ -283,7 +291,7 @@ class AppServices:
                 "--concurrency",
                 str(options.worker_concurrency),
                 "-Q",
-                f"{sync.sync_queue_name},{sync.outbox_queue_name}",
+                f"{sync.sync_queue_name},{sync.outbox_queue_name},{sync.reconcile_queue_name}",
             ],
             **run,
             logging=_logs("worker"),

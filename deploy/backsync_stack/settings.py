@@ -21,6 +21,8 @@ class SyncSettings:
     sync_dlq_name: str = "backsync-changes-dlq.fifo"
     outbox_queue_name: str = "backsync-outbox"
     outbox_dlq_name: str = "backsync-outbox-dlq"
+    reconcile_queue_name: str = "backsync-reconcile"
+    reconcile_dlq_name: str = "backsync-reconcile-dlq"
     stream_failures_queue_name: str = "backsync-stream-failures"
     database_name: str = "chefdb"
     celery_task_time_limit: int = 300

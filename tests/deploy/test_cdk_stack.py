@@ -245,17 +245,21 @@ def test_fifo_queue_redrives_to_fifo_dlq_with_worker_consistent_visibility(templ
     )
 
 
-def test_outbox_queue_has_dlq_and_every_queue_is_encrypted(template, settings):
-    dlq_id = _logical_id(template, "AWS::SQS::Queue", QueueName=settings.OUTBOX_DLQ_NAME)
-    template.has_resource_properties(
-        "AWS::SQS::Queue",
-        {
-            "QueueName": settings.OUTBOX_QUEUE_NAME,
-            "RedrivePolicy": {"deadLetterTargetArn": _getatt(dlq_id), "maxReceiveCount": 10},
-        },
-    )
+def test_outbox_and_reconcile_queues_have_dlqs_and_every_queue_is_encrypted(template, settings):
+    for queue, dlq in (
+        (settings.OUTBOX_QUEUE_NAME, settings.OUTBOX_DLQ_NAME),
+        (settings.RECONCILE_QUEUE_NAME, settings.RECONCILE_DLQ_NAME),
+    ):
+        dlq_id = _logical_id(template, "AWS::SQS::Queue", QueueName=dlq)
+        template.has_resource_properties(
+            "AWS::SQS::Queue",
+            {
+                "QueueName": queue,
+                "RedrivePolicy": {"deadLetterTargetArn": _getatt(dlq_id), "maxReceiveCount": 10},
+            },
+        )
     queues = _resources(template, "AWS::SQS::Queue")
-    assert len(queues) == 5
+    assert len(queues) == 7
     for lid, queue in queues.items():
         assert queue["Properties"].get("SqsManagedSseEnabled") is True, lid
 
@@ -305,9 +309,10 @@ def test_worker_reads_writes_the_table_and_consumes_the_queues(template):
     table_id = _logical_id(template, "AWS::DynamoDB::Table", TableName="chef")
     sync_id = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-changes.fifo")
     outbox_id = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-outbox")
+    reconcile_id = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-reconcile")
     grants = _role_grants(template, role)
     assert any(a >= TABLE_WRITES and r == [_getatt(table_id)] for a, r in grants)
-    for queue_id in (sync_id, outbox_id):
+    for queue_id in (sync_id, outbox_id, reconcile_id):
         assert any(a >= CONSUME and _getatt(queue_id) in r for a, r in grants), queue_id
     actions = set().union(*(a for a, _ in grants))
     assert not actions & STREAM_READS
@@ -412,7 +417,8 @@ def test_web_and_worker_run_from_one_image_with_production_settings(template, sy
     assert web["PortMappings"][0]["ContainerPort"] == 8000
     assert "Command" not in web  # the Dockerfile's CMD: gunicorn
     assert worker["Command"][:4] == ["celery", "-A", "config", "worker"]
-    assert "backsync-changes.fifo,backsync-outbox" in worker["Command"]
+    # The worker consumes all three queues: changes, outbox, and reconcile's own.
+    assert "backsync-changes.fifo,backsync-outbox,backsync-reconcile" in worker["Command"]
     assert beat["Command"][:4] == ["celery", "-A", "config", "beat"]
     assert "manage.py migrate --noinput" in release["Command"][-1]
     for c in (web, worker, beat, release, ops):
@@ -568,11 +574,16 @@ def test_dlq_urls_and_message_groups_are_in_every_environment(either):
     template = either["template"]
     sync_dlq = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-changes-dlq.fifo")
     outbox_dlq = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-outbox-dlq")
+    reconcile = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-reconcile")
+    reconcile_dlq = _logical_id(template, "AWS::SQS::Queue", QueueName="backsync-reconcile-dlq")
     groups = either["context"].get("syncMessageGroups", "4")
     for name in ("web", "worker", "beat", "release", "ops"):
         env = _env(_container(template, name))
         assert env["SYNC_DLQ_URL"] == {"Ref": sync_dlq}, name
         assert env["OUTBOX_DLQ_URL"] == {"Ref": outbox_dlq}, name
+        # Production settings require the reconcile queue's URL (its tasks route there).
+        assert env["RECONCILE_QUEUE_URL"] == {"Ref": reconcile}, name
+        assert env["RECONCILE_DLQ_URL"] == {"Ref": reconcile_dlq}, name
         assert env["SYNC_MESSAGE_GROUPS"] == groups, name
         assert env["CLOUDWATCH_METRICS"] == "true", name
     handler = next(iter(_resources(template, "AWS::Lambda::Function").values()))
@@ -654,6 +665,7 @@ def test_alarms_exist_with_metric_threshold_and_notification(either):
                 "backsync-stream-failures",
                 "backsync-changes-dlq.fifo",
                 "backsync-outbox-dlq",
+                "backsync-reconcile-dlq",
             )
         ),
         (
