@@ -1,5 +1,9 @@
 """Apply service: stream changes -> the mapped Django model, in bulk, idempotent, ordered.
 
+Owns parsing change messages, keeping failed changes, bisecting a refused batch, the
+applied-change log and the results and metrics; the row writes and the sequence guard
+below are the MySQL writer's (syncer.store.mysql, Guard.SEQUENCE).
+
 Guarantees (DESIGN.md invariants 1-3):
 - One transaction per batch, bulk statements per mapping (not one query per change).
 - Per key, only a change with a higher stream sequence number than the last applied one
