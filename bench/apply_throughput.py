@@ -249,13 +249,13 @@ def guard_statements() -> tuple[str, str, str]:
     - a read-back of those sequences by the unique key (what tells the winners; MySQL 8.0
       has no INSERT ... RETURNING, so this is a second statement).
 
-    Built from the public model and syncer.store.sql, not from the apply's private helpers, so the
+    Built from the public model and syncer.store.sql, not from the writer's private helpers, so the
     floor stays what it says when the apply changes. Returns (insert head, upsert tail,
     SELECT prefix); the SELECT ends with `IN (` and the caller adds the keys."""
     from django.db import models
 
     from syncer.models import KeyState
-    from syncer.pipeline.apply import STATE_COLUMNS
+    from syncer.store.mysql import STATE_COLUMNS
     from syncer.store.sql import insert_head, quote
 
     def col(name: str) -> str:

@@ -1,7 +1,7 @@
 """Backfill: the initial load of one store from the other, batched, throttled, resumable.
 
 - to MySQL: a Scan of the DynamoDB table, page by page; each page is written with one bulk
-  `INSERT ... ON DUPLICATE KEY UPDATE` (as the apply service does), under the key-state
+  `INSERT ... ON DUPLICATE KEY UPDATE` (syncer.store.mysql, version guard), under the key-state
   locks, and the keys' item versions recorded. A key whose state already holds this
   version or a newer one (the stream got there first), or a tombstone, is left alone.
   An item without a version cannot be ordered against what MySQL holds, so it is written
@@ -40,9 +40,9 @@ from django.utils import timezone
 
 from syncer.aws import dynamo_errors, dynamodb_client
 from syncer.models import BackfillCheckpoint, KeyState
-from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping, MappingError
-from syncer.store import dynamo
+from syncer.store import dynamo, keystate
+from syncer.store import mysql as store_mysql
 
 logger = logging.getLogger(__name__)
 
@@ -239,42 +239,29 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
             result.count("failed", {"key": shown, "error": str(exc)})
     if not parsed:
         return
-    now = timezone.now()
-    keys = sorted(parsed)
+    changes = [
+        store_mysql.RowChange(key=k, row=row, version=version)
+        for k, (row, version) in parsed.items()
+    ]
     fields = [fm.field for fm in mapping.fields]
-    with transaction.atomic():
-        known = set(
-            KeyState.objects.filter(mapping=mapping.name, key__in=keys).values_list(
-                "key", flat=True
-            )
+    with transaction.atomic():  # the key locks are held until the comparisons below are done
+        written = store_mysql.rows_write(
+            mapping=mapping, changes=changes, guard=store_mysql.Guard.VERSION
         )
-        sync_writes_mark()  # DynamoDB's items loaded: not legacy writes to capture
-        KeyState.objects.bulk_create(
-            [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
-            ignore_conflicts=True,
-        )
-        states = {
-            s.key: s
-            for s in KeyState.objects.select_for_update()
-            .filter(mapping=mapping.name, key__in=keys)
-            .order_by("key")
-        }
-        unversioned = [k for k in keys if k in known and parsed[k][1] is None]
+        unordered = [k for k, why in written.skipped.items() if why == store_mysql.UNORDERED]
         held = {
             r[mapping.key_field]: r
-            for r in model.objects.filter(**{f"{mapping.key_field}__in": unversioned}).values(
+            for r in model.objects.filter(**{f"{mapping.key_field}__in": unordered}).values(
                 mapping.key_field, *fields
             )
         }
-        writes = []
-        for key in keys:
-            row, version = parsed[key]
-            state = states[key]
-            if state.deleted:
+        for key in sorted(written.skipped):
+            why = written.skipped[key]
+            if why == store_mysql.TOMBSTONE:
                 result.count("current", {"key": key, "why": "removed after the scan read it"})
-            elif version is None and key in known:
+            elif why == store_mysql.UNORDERED:
                 # No version to order it by: the stream owns a key it has seen (module doc).
-                mine = held.get(key)
+                mine, row = held.get(key), parsed[key][0]
                 if mine is not None and all(mine[f] == row[f] for f in fields):
                     result.count("current")
                 else:
@@ -283,24 +270,9 @@ def _mysql_write(mapping: Mapping, items: list[dict[str, Any]], result: Backfill
                         {"key": key, "why": "no version, and the sync already knows the key: "
                          "MySQL holds other values (reconcile --repair to-mysql)"},
                     )  # fmt: skip
-            elif state.item_version is not None and (version or 0) <= state.item_version:
-                result.count("current")  # the stream got there first
             else:
-                writes.append((key, row, version))
-        if not writes:
-            return
-        model.objects.bulk_create(
-            [model(**{mapping.key_field: k, **row}) for k, row, _ in writes],
-            update_conflicts=True,
-            update_fields=[fm.field for fm in mapping.fields],
-        )
-        for key, _row, version in writes:
-            states[key].item_version = version
-            states[key].applied_at = now
-        KeyState.objects.bulk_update(
-            [states[k] for k, _, _ in writes], ["item_version", "applied_at"]
-        )
-    result.written += len(writes)
+                result.count("current")  # the stream got there first
+    result.written += len(written.winners)
 
 
 # --- MySQL -> DynamoDB ------------------------------------------------------------------
@@ -330,8 +302,6 @@ def _to_dynamo(mapping, checkpoint, result, batch_size, throttle, progress) -> N
 def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: BackfillResult) -> None:
     """Give the rows without a key their key (mapping.key_rule), committed before any
     DynamoDB write, so a crash in between leaves keyed rows that a rerun writes."""
-    model = mapping.get_model()
-    sync_writes_mark()  # keys are the sync's bookkeeping, not legacy edits
     for row in batch:
         if row[mapping.key_field]:
             continue
@@ -347,12 +317,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
             result.count("failed", {"pk": row["pk"], "error": f"cannot be written: {exc}"})
             continue
         try:
-            with transaction.atomic():
-                updated = (
-                    model.objects.filter(pk=row["pk"])
-                    .filter(_unkeyed(mapping))
-                    .update(**{mapping.key_field: key})
-                )
+            updated = keystate.key_assign(mapping=mapping, pk=row["pk"], key=key)
         except IntegrityError:
             result.count(
                 "failed", {"pk": row["pk"], "key": key, "error": "key already held by another row"}
@@ -403,14 +368,7 @@ def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: Backfill
 def _versions_record(mapping: Mapping, keys: list[str], version: int | None) -> None:
     """Key states for items the backfill knows in DynamoDB: created where missing, and the
     item's version recorded where none was (later legacy edits are conditioned on it)."""
-    now = timezone.now()
-    KeyState.objects.bulk_create(
-        [KeyState(mapping=mapping.name, key=k, sequence=0, applied_at=now) for k in keys],
-        ignore_conflicts=True,
-    )
-    KeyState.objects.filter(mapping=mapping.name, key__in=keys, item_version__isnull=True).update(
-        item_version=version, deleted=False
-    )
+    keystate.key_versions_record(mapping=mapping, keys=keys, version=version)
 
 
 def _versions_adopt(

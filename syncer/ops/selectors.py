@@ -10,6 +10,7 @@ from django.db.models.functions import Cast, Collate
 
 from syncer.models import KEY_COLLATION, Conflict, KeyState, OutboxEntry
 from syncer.registry import Mapping
+from syncer.store import keystate
 
 
 class SyncState(models.TextChoices):
@@ -55,7 +56,7 @@ def sync_state_of(obj: models.Model, *, mapping: Mapping) -> SyncState:
 def key_state_get(*, mapping: Mapping, key: str | None) -> KeyState | None:
     if not key:
         return None
-    return KeyState.objects.filter(mapping=mapping.name, key=key).first()
+    return keystate.key_state_get(mapping=mapping, key=key)
 
 
 def _server_info(version_text: str) -> dict[str, str]:

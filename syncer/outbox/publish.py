@@ -29,15 +29,14 @@ from django.db.models import Q
 from django.utils import timezone
 from pynamodb.exceptions import PynamoDBException
 
-from syncer.models import Conflict, KeyState, OutboxEntry
+from syncer.models import Conflict, OutboxEntry
 from syncer.ops import metrics
 from syncer.outbox import PUBLISH_TASK_NAME
-from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping, registry
-from syncer.store import dynamo
+from syncer.store import dynamo, keystate
+from syncer.store import mysql as store_mysql
 
 logger = logging.getLogger(__name__)
-
 
 
 # --- recording ------------------------------------------------------------------------
@@ -64,7 +63,7 @@ def outbox_record(
     key = getattr(instance, mapping.key_field) or ""
     base = None
     if key:
-        state = KeyState.objects.filter(mapping=mapping.name, key=key).first()
+        state = keystate.key_state_get(mapping=mapping, key=key)
         base = state.item_version if state is not None and not state.deleted else None
         if seen_version is not None:
             base = seen_version if base is None else min(base, seen_version)
@@ -99,13 +98,6 @@ def outbox_enqueue(*, entry_id: int) -> None:
 # --- key state and resync -----------------------------------------------------------------
 
 
-def _state_locked(mapping: Mapping, key: str) -> KeyState:
-    KeyState.objects.get_or_create(
-        mapping=mapping.name, key=key, defaults={"sequence": 0, "applied_at": timezone.now()}
-    )
-    return KeyState.objects.select_for_update().get(mapping=mapping.name, key=key)
-
-
 def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     """Bring the mapped row of `key` to DynamoDB's current state (consistent read).
 
@@ -113,24 +105,15 @@ def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
     waits and then applies on top (its sequence number is newer): no stale resurrection.
     Returns the item read (DynamoDB JSON), or None when it does not exist.
     """
-    model = mapping.get_model()
     with transaction.atomic():
-        sync_writes_mark()  # DynamoDB's state written back: not a legacy write to capture
-        state = _state_locked(mapping, key)
+        keystate.key_state_lock(mapping=mapping, key=key)
         image = dynamo.item_fetch(mapping=mapping, key=key)
-        rows = model.objects.filter(**{mapping.key_field: key})
-        if image is None:
-            rows.delete()
-            state.deleted = True
-            state.item_version = None
-        else:
-            row = mapping.row_from_image(image)
-            if not rows.update(**row):
-                model.objects.create(**{mapping.key_field: key, **row})
-            state.deleted = False
-            state.item_version = mapping.version_from_image(image)
-        state.applied_at = timezone.now()
-        state.save(update_fields=["deleted", "item_version", "applied_at"])
+        change = store_mysql.RowChange(
+            key=key,
+            row=mapping.row_from_image(image) if image is not None else None,
+            version=mapping.version_from_image(image) if image is not None else None,
+        )
+        store_mysql.rows_write(mapping=mapping, changes=[change], guard=store_mysql.Guard.CURRENT)
     return image
 
 
@@ -141,23 +124,20 @@ def dynamo_item_create(*, mapping: Mapping, key: str, instance: models.Model) ->
     """Create the item of `key` from the row's values, only if it is absent (an item created
     meanwhile is never overwritten). Records the new version. False: it exists."""
     with transaction.atomic():
-        state = _state_locked(mapping, key)
+        keystate.key_state_lock(mapping=mapping, key=key)
         write = dynamo.item_create(mapping=mapping, key=key, values=_row_values(mapping, instance))
         if write.ok:
-            state.item_version = write.version
-            state.deleted = False
-            state.save(update_fields=["item_version", "deleted"])
+            keystate.key_version_record(mapping=mapping, key=key, version=write.version)
     return write.ok
 
 
 def dynamo_item_delete(*, mapping: Mapping, key: str, base: int | None) -> bool:
     """Delete the item of `key` only if it is still at version `base`. False: it changed."""
     with transaction.atomic():
-        state = _state_locked(mapping, key)
+        keystate.key_state_lock(mapping=mapping, key=key)
         write = dynamo.item_delete(mapping=mapping, key=key, base=base)
         if write.ok:
-            state.item_version = None
-            state.save(update_fields=["item_version"])
+            keystate.key_version_clear(mapping=mapping, key=key)
     return write.ok
 
 
@@ -177,7 +157,7 @@ def _record_conflict(
     last: OutboxEntry,
     image: dict[str, Any] | None,
 ) -> Conflict:
-    state = KeyState.objects.filter(mapping=mapping.name, key=key).first() if key else None
+    state = keystate.key_state_get(mapping=mapping, key=key) if key else None
     conflict = Conflict.objects.create(
         mapping=mapping.name,
         key=key,
@@ -278,9 +258,7 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
             _count_failure(mapping, head, "no key rule to give this row a key")
             return "retry"
         try:
-            with transaction.atomic():
-                sync_writes_mark()  # the key is the sync's bookkeeping, not a legacy edit
-                model.objects.filter(pk=row.pk).update(**{mapping.key_field: key})
+            keystate.key_assign(mapping=mapping, pk=row.pk, key=key)
         except IntegrityError:
             # Another legacy row already holds this key: keep this one unkeyed and show it.
             batch = list(
@@ -351,9 +329,7 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
                 key_resync(mapping=mapping, key=key)
                 return "conflict"
             # Already gone (our own earlier delete, or someone else's): done.
-        state = _state_locked(mapping, key)
-        state.item_version = None
-        state.save(update_fields=["item_version"])
+        keystate.key_version_clear(mapping=mapping, key=key)
         _mark(batch, status="published", published_at=now)
         return "published"
 
@@ -387,11 +363,7 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
             key_resync(mapping=mapping, key=key)
             return "conflict"
 
-    state = _state_locked(mapping, key)
-    if write.version is not None and (state.item_version or 0) < write.version:
-        state.item_version = write.version
-    state.deleted = False
-    state.save(update_fields=["item_version", "deleted"])
+    keystate.key_version_record(mapping=mapping, key=key, version=write.version, only_newer=True)
     _mark(batch, status="published", published_at=now, published_version=write.version, key=key)
     return "published"
 

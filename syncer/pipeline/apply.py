@@ -1,5 +1,9 @@
 """Apply service: stream changes -> the mapped Django model, in bulk, idempotent, ordered.
 
+Owns parsing change messages, keeping failed changes, bisecting a refused batch, the
+applied-change log and the results and metrics; the row writes and the sequence guard
+below are the MySQL writer's (syncer.store.mysql, Guard.SEQUENCE).
+
 Guarantees (DESIGN.md invariants 1-3):
 - One transaction per batch, bulk statements per mapping (not one query per change).
 - Per key, only a change with a higher stream sequence number than the last applied one
@@ -16,7 +20,6 @@ Guarantees (DESIGN.md invariants 1-3):
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,18 +27,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, connection, models, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from syncer.models import AppliedChange, FailedChange, KeyState
+from syncer.models import AppliedChange, FailedChange
 from syncer.ops import metrics
-from syncer.outbox.capture import sync_writes_mark
 from syncer.pipeline.stream.contract import EVENT_NAMES, sequence_valid
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.dynamo import image_fetch
-from syncer.store.sql import SqlValues, insert_head, round_trip
-from syncer.store.sql import quote as _q
+from syncer.store.mysql import db_time as _db_time
+from syncer.store.mysql import rows_write
+from syncer.store.sql import SqlValues, insert_head
 
 logger = logging.getLogger(__name__)
 
@@ -319,40 +322,6 @@ def _apply_isolating(items: list[ParsedChange]) -> ApplyResult:
         return result
 
 
-@functools.cache
-def _upsert_parts(mapping: Mapping) -> tuple[str, str, tuple[Any, ...]]:
-    """The mapped table's multi-row upsert (head, tail) and the per-column converters to
-    database values (None where the value goes as it is)."""
-    model = mapping.get_model()
-    key_field = model._meta.get_field(mapping.key_field)
-    fields = [model._meta.get_field(fm.field) for fm in mapping.fields]
-    head = insert_head(model._meta.db_table, [key_field.column, *(f.column for f in fields)])
-    updates = ", ".join(f"{_q(f.column)} = VALUES({_q(f.column)})" for f in fields)
-    # ON DUPLICATE KEY UPDATE matches the key column's unique index.
-    preps = tuple(
-        None
-        if type(f) in (models.CharField, models.TextField)  # a str or None goes as it is
-        else functools.partial(_prep_save, f)
-        for f in fields
-    )
-    return head, f" ON DUPLICATE KEY UPDATE {updates}", preps
-
-
-def _prep_save(field: models.Field, value: Any) -> Any:
-    return field.get_db_prep_save(value, connection)
-
-
-# The batch's constants (mapping, applied_at) lead, so they are escaped once per batch.
-STATE_COLUMNS = (
-    "mapping",
-    "applied_at",
-    "key",
-    "sequence",
-    "previous_sequence",
-    "deleted",
-    "item_version",
-    "source_time",
-)
 _LOG_COLUMNS = (
     "mapping",
     "applied_at",
@@ -365,135 +334,43 @@ _LOG_COLUMNS = (
 )
 
 
-@functools.cache
-def _guard_tail() -> str:
-    """The key-state upsert's tail: it records a batch's newest changes and locks their keys.
-
-    Per key, under the row lock the statement itself takes (keys in sorted order, so
-    concurrent batches cannot deadlock): `previous_sequence` keeps the sequence found (NULL
-    for a new key), the other columns move only when the change is newer, and `sequence` is
-    assigned last so every IF still sees the old value (also under MariaDB's
-    SIMULTANEOUS_ASSIGNMENT). Portable: MySQL 8.0 takes VALUES() here (deprecated, with a
-    warning) and MariaDB has no row alias."""
-    newer = f"VALUES({_q('sequence')}) > {_q('sequence')}"
-    moved = ", ".join(
-        f"{_q(c)} = IF({newer}, VALUES({_q(c)}), {_q(c)})"
-        for c in ("deleted", "item_version", "source_time", "applied_at")
-    )
-    return (
-        f" ON DUPLICATE KEY UPDATE {_q('previous_sequence')} = {_q('sequence')}, {moved}, "
-        + f"{_q('sequence')} = GREATEST({_q('sequence')}, VALUES({_q('sequence')}))"
-    )
-
-
-@functools.cache
-def _guard_read_head() -> str:
-    """Reads back what the upsert found, by the unique key (MariaDB once kept a full-scan plan
-    for `key IN (...)` on a table that grew from empty within a run). The rows are already
-    locked by the upsert in this transaction; FOR UPDATE makes it read their latest version
-    whatever the isolation level."""
-    state = KeyState._meta
-    return (
-        f"SELECT {_q('key')}, {_q('previous_sequence')} FROM {_q(state.db_table)} "
-        f"FORCE INDEX ({_q('syncer_keystate_unique_key')}) WHERE {_q('mapping')} = "
-    )
-
-
-def _db_time(value: datetime | None) -> str | None:
-    # What DatabaseOperations.adapt_datetimefield_value does on MySQL with USE_TZ (naive
-    # UTC, the connection's time zone, as text) without its per-value checks.
-    return str(value.astimezone(UTC).replace(tzinfo=None)) if value is not None else None
-
-
 def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
-    """One batch of one mapping in one transaction, in two round trips whatever its size.
-
-    1. the guarded key-state upsert (locks the keys, records the newest changes) and the
-       locking read of what it found, which tells the winners;
-    2. the winners' rows upserted, the removed ones deleted, and the change log.
-    Outside any transaction (the worker), START TRANSACTION and COMMIT ride along with
-    them; inside one (a caller's atomic block, tests) a savepoint takes their place."""
-    sync_writes_mark()  # the capture triggers skip the sync's own writes (no echo)
-    if connection.get_autocommit() and not connection.in_atomic_block:
-        with connection.cursor() as cur:
-            try:
-                return _apply_statements(cur, items, begin=["START TRANSACTION"], end=["COMMIT"])
-            except BaseException:
-                _rollback_quietly(cur)
-                raise
-    with transaction.atomic(), connection.cursor() as cur:
-        return _apply_statements(cur, items, begin=[], end=[])
-
-
-def _rollback_quietly(cur) -> None:
-    # The transaction this module opened must not stay open on a connection Django believes
-    # is in autocommit mode; if the connection is gone, the server has rolled it back.
-    try:
-        cur.execute("ROLLBACK")
-    except DatabaseError:
-        connection.close_if_unusable_or_obsolete()
-
-
-def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: list[str]):
+    """One batch of one mapping through the MySQL writer (sequence guard), in one
+    transaction and two round trips; the change log rides with the row writes."""
     mapping = items[0].mapping
-    model = mapping.get_model()
     now = timezone.now()
-    db_now = _db_time(now)
+    log: list[tuple[str, str, float | None]] = []
 
-    # The newest change per key within the batch; the others are stale by construction.
-    newest: dict[str, ParsedChange] = {}
-    for item in items:
-        best = newest.get(item.key)
-        if best is None or item.seq > best.seq:
-            newest[item.key] = item
-    keys = sorted(newest)
+    def changelog(winners: list[ParsedChange]) -> list[str]:
+        statement, log[:] = _changelog_statement(items, winners, now)
+        return [statement]
 
-    name = mapping.name
-    values = SqlValues()
-    lead = values.lead(name, db_now)
-    for k in keys:
-        w = newest[k]
-        values.add((k, w.seq, None, w.event == "REMOVE", w.version, w.db_source_time), lead)
-    upsert = values.sql(insert_head(KeyState._meta.db_table, STATE_COLUMNS), _guard_tail())
-    read = (
-        f"{_guard_read_head()}{values.text([name])} AND {_q('key')} IN ({values.text(keys)})"
-        " FOR UPDATE"
-    )
-    found = dict(round_trip(cur, [*begin, upsert, read]))
-    if len(found) != len(keys):
-        raise DatabaseError(f"key state read returned {len(found)} of {len(keys)} keys")
-    winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
-    upserts = [w for w in winners if w.event != "REMOVE"]
-    removes = [w.key for w in winners if w.event == "REMOVE"]
+    winners = rows_write(mapping=mapping, changes=items, now=now, log=changelog).winners
 
-    writes: list[str] = []
-    if upserts:
-        head, tail, preps = _upsert_parts(mapping)
-        attrs = [fm.field for fm in mapping.fields]
-        values = SqlValues()
-        for w in upserts:
-            row = w.row or {}
-            values.add(
-                (
-                    w.key,
-                    *(
-                        row.get(a) if prep is None else prep(row.get(a))
-                        for a, prep in zip(attrs, preps, strict=True)
-                    ),
-                )
+    metrics.applied_record(mapping=mapping.name, items=log)
+    if logger.isEnabledFor(logging.DEBUG):
+        for item in winners:
+            logger.debug(
+                "applied %s",
+                item.event,
+                extra={"key": item.key, "sequence": str(item.seq), "event_id": item.event_id},
             )
-        writes.append(values.sql(head, tail))
-    if removes:
-        writes.append(
-            f"DELETE FROM {_q(model._meta.db_table)} WHERE "
-            f"{_q(model._meta.get_field(mapping.key_field).column)} IN ({values.text(removes)})"
-        )
+    return ApplyResult(applied=len(winners), stale=len(items) - len(winners))
 
+
+# --- the applied-change log (one row per change; sent in the writer's second round trip) ---
+
+
+def _changelog_statement(
+    items: list[ParsedChange], winners: list[ParsedChange], now: datetime
+) -> tuple[str, list[tuple[str, str, float | None]]]:
+    """The AppliedChange insert for a batch, and (event, outcome, lag) per change for the
+    metrics."""
     winner_ids = {id(w) for w in winners}
     applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
     values = SqlValues()
     log: list[tuple[str, str, float | None]] = []
-    lead = values.lead(name, db_now)
+    lead = values.lead(items[0].mapping.name, _db_time(now))
     for item in items:
         outcome = applied if id(item) in winner_ids else stale
         values.add(
@@ -509,15 +386,4 @@ def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: 
         )
         lag = (now - item.source_time).total_seconds() if item.source_time else None
         log.append((item.event, outcome, lag))
-    writes.append(values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
-    round_trip(cur, [*writes, *end])
-
-    metrics.applied_record(mapping=mapping.name, items=log)
-    if logger.isEnabledFor(logging.DEBUG):
-        for item in winners:
-            logger.debug(
-                "applied %s",
-                item.event,
-                extra={"key": item.key, "sequence": str(item.seq), "event_id": item.event_id},
-            )
-    return ApplyResult(applied=len(winners), stale=len(items) - len(winners))
+    return values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)), log

@@ -1,4 +1,5 @@
-"""Multi-row statements built on the client with the driver's own escaping (apply, reconcile).
+"""Owns the multi-row statements built on the client with the driver's own escaping, for
+the MySQL writer (syncer.store.mysql) and reconcile's spill and snapshot.
 
 Both build INSERTs of thousands of values per statement; going through MySQLdb's generic
 parameter binding for each value was most of their Python time."""
