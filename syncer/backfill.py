@@ -39,7 +39,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncer.aws import dynamo_errors, dynamodb_client
-from syncer.models import BackfillCheckpoint, KeyState
+from syncer.models import BackfillCheckpoint
 from syncer.registry import Mapping, MappingError
 from syncer.store import dynamo, keystate
 from syncer.store import mysql as store_mysql
@@ -330,10 +330,7 @@ def _keys_assign(mapping: Mapping, batch: list[dict[str, Any]], result: Backfill
 
 def _dynamo_write(mapping: Mapping, rows: list[dict[str, Any]], result: BackfillResult) -> None:
     by_key = {r[mapping.key_field]: r for r in rows}
-    tombstoned = set(
-        KeyState.objects.filter(mapping=mapping.name, key__in=list(by_key), deleted=True)
-        .values_list("key", flat=True)
-    )  # fmt: skip
+    tombstoned = keystate.key_states_tombstoned(mapping=mapping, keys=by_key)
     for key in sorted(tombstoned):
         result.count("kept", {"key": key, "why": "tombstone: the item was removed in DynamoDB"})
         by_key.pop(key)
