@@ -81,7 +81,7 @@ def legacy_sql(transactional_db):
 @pytest.fixture
 def aws(moto_server):
     """A fresh, empty local AWS for one test: moto reset, then the tables and queues."""
-    from syncer.aws import aws_resources_ensure
+    from syncer.local.provision import aws_resources_ensure
 
     moto_server.reset()
     return aws_resources_ensure()
