@@ -45,7 +45,7 @@ def _plain(database: str):
 def _clear() -> None:
     from django.db import connection
 
-    from syncer.outbox.capture import sync_writes_mark
+    from syncer.store.marks import sync_writes_mark
 
     sync_writes_mark()  # clearing the tables is not a legacy write
     with connection.cursor() as cur:

@@ -179,7 +179,7 @@ def main() -> None:
         env = common.django_setup(database=args.database, aws_endpoint=moto.url)
         from django.conf import settings
 
-        from syncer.aws import aws_resources_ensure
+        from syncer.local.provision import aws_resources_ensure
 
         aws_resources_ensure()
         ceiling_1 = moto_ceiling(seconds=args.ceiling_seconds, threads=1, keys=args.keys)

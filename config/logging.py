@@ -1,4 +1,5 @@
-"""Log formats. JSON lines (LOG_JSON=true): one object per line, for CloudWatch Logs Insights.
+"""Log formats. JSON lines (LOG_JSON=true, python-json-logger): one object per line, for
+CloudWatch Logs Insights.
 
 Sync log lines (loggers under `syncer`) always carry `key`, `sequence` and `event_id`
 (null when a line is not about one change), so a change can be followed through the relay,
@@ -14,6 +15,8 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as _JsonLinesFormatter
 
 SYNC_FIELDS = ("key", "sequence", "event_id")
 SYNC_LOGGER_PREFIX = "syncer"
@@ -54,27 +57,34 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+class JsonFormatter(_JsonLinesFormatter):
+    """python-json-logger's JSON lines with this project's fields: `time` (UTC, ms),
+    `level`, `logger`, `message`, the sync fields on sync lines, every `extra` field, and
+    `exc_info` / `stack_info` when present."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            "{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=sorted(_STANDARD_ATTRS),  # the rest is `extra`, as in text lines
+            json_default=str,  # sequence numbers may be Decimals, times datetimes
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+            timespec="milliseconds"
+        )
+        super().add_fields(log_data, record, message_dict)
         if record.name == SYNC_LOGGER_PREFIX or record.name.startswith(SYNC_LOGGER_PREFIX + "."):
             for name in SYNC_FIELDS:
-                payload[name] = None
-        payload.update(_extras(record))
-        if record.exc_info:
-            # exc_text: set (redacted) by RedactCredentialsFilter when it ran.
-            payload["exc_info"] = record.exc_text or self.formatException(record.exc_info)
-        if record.stack_info:
-            payload["stack_info"] = self.formatStack(record.stack_info)
-        # default=str: sequence numbers may be Decimals, times datetimes.
-        return json.dumps(payload, default=str)
+                log_data.setdefault(name, None)
+        if record.exc_info and record.exc_text:
+            # Set (redacted) by RedactCredentialsFilter when it ran; the library would
+            # format the traceback again from exc_info.
+            log_data["exc_info"] = record.exc_text
 
 
 # "Token <key>" / "Bearer <token>" (an Authorization header's value), however it got into

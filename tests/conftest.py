@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chefs.roles import WRITERS
-from syncer.outbox.capture import sync_writes_mark
+from syncer.store.marks import sync_writes_mark
 from tests.factories import UserFactory, user_with_roles
 from tests.procs import ManagedProcess, relay_argv, worker_argv
 
@@ -81,7 +81,7 @@ def legacy_sql(transactional_db):
 @pytest.fixture
 def aws(moto_server):
     """A fresh, empty local AWS for one test: moto reset, then the tables and queues."""
-    from syncer.aws import aws_resources_ensure
+    from syncer.local.provision import aws_resources_ensure
 
     moto_server.reset()
     return aws_resources_ensure()

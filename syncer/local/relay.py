@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.ops import metrics
@@ -50,6 +51,14 @@ EVENT_VERSION = "1.1"
 
 class RelayError(Exception):
     """The relay cannot run as asked (unknown table, stream disabled...)."""
+
+
+class _RetryBatch(Exception):
+    """Some records of a batch failed: hand them to the handler again after the backoff."""
+
+
+class _Stopping(Exception):
+    """The relay was asked to stop during a backoff."""
 
 
 def default_handler() -> Handler:
@@ -416,41 +425,57 @@ class StreamRelay:
 
     def _deliver(self, state: ShardState, records: list[dict[str, Any]]) -> None:
         pending = records
-        attempt = 0
-        while True:
-            attempt += 1
-            failed, error = self._invoke(pending)
-            if failed is not None and not failed:
-                self._checkpoint(state, pending, batch_size=len(records))
-                return
-            if failed is None:
-                first = 0
-            else:
-                first = min(i for i, r in enumerate(pending) if _seq(r) in failed)
-            if first:
-                # Everything before the lowest failure was handed on.
-                self._checkpoint(state, pending[:first], batch_size=0)
-                pending = pending[first:]
-            if attempt > self.max_retries:
-                still = pending if failed is None else [r for r in pending if _seq(r) in failed]
-                self._keep_failed(state, pending, still, error=error, attempts=attempt)
-                return
-            for r in pending:
-                if failed is None or _seq(r) in failed:
-                    logger.warning(
-                        "shard %s: record %s seq %s key %s failed (attempt %d of %d): %s",
-                        state.label,
-                        r.get("eventID"),
-                        _seq(r),
-                        r["dynamodb"].get("Keys"),
-                        attempt,
-                        self.max_retries + 1,
-                        error,
-                        extra=_log_fields(state, r),
-                    )
-            self.stats.retries += 1
-            if self._stop.wait(self.retry_backoff * 2 ** (attempt - 1)):
-                return  # stopping: the rest is read again after a restart
+        # Backoff as Lambda's: retry_backoff, then doubled each time; max_retries retries.
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential(multiplier=self.retry_backoff, exp_base=2),
+            sleep=self._backoff_sleep,
+            retry=retry_if_exception_type(_RetryBatch),
+            reraise=True,
+        )
+        try:
+            for attempt_manager in retrying:
+                with attempt_manager:
+                    attempt = attempt_manager.retry_state.attempt_number
+                    failed, error = self._invoke(pending)
+                    if failed is not None and not failed:
+                        self._checkpoint(state, pending, batch_size=len(records))
+                        return
+                    if failed is None:
+                        first = 0
+                    else:
+                        first = min(i for i, r in enumerate(pending) if _seq(r) in failed)
+                    if first:
+                        # Everything before the lowest failure was handed on.
+                        self._checkpoint(state, pending[:first], batch_size=0)
+                        pending = pending[first:]
+                    if attempt > self.max_retries:
+                        still = (
+                            pending if failed is None else [r for r in pending if _seq(r) in failed]
+                        )
+                        self._keep_failed(state, pending, still, error=error, attempts=attempt)
+                        return
+                    for r in pending:
+                        if failed is None or _seq(r) in failed:
+                            logger.warning(
+                                "shard %s: record %s seq %s key %s failed (attempt %d of %d): %s",
+                                state.label,
+                                r.get("eventID"),
+                                _seq(r),
+                                r["dynamodb"].get("Keys"),
+                                attempt,
+                                self.max_retries + 1,
+                                error,
+                                extra=_log_fields(state, r),
+                            )
+                    self.stats.retries += 1
+                    raise _RetryBatch
+        except _Stopping:
+            return  # stopping: the rest is read again after a restart
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopping
 
     def _checkpoint(
         self, state: ShardState, handed_on: list[dict[str, Any]], *, batch_size: int

@@ -34,49 +34,11 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.migrations.operations.base import Operation
 
 from syncer.registry import Mapping, registry
+from syncer.store.marks import MARKED_ATTR, SYNC_VAR, is_mysql
 
-SYNC_VAR = "@backsync_sync"
 SEEN_VAR = "@backsync_seen"
 ENTRY_VAR = "@backsync_outbox_id"
-# The raw DB-API connection a wrapper last marked as a sync connection (a reconnect gets a
-# new raw connection, whose session variables are empty again).
-_MARKED_ATTR = "_backsync_sync_marked"
 EVENTS = (("INSERT", "ai"), ("UPDATE", "au"), ("DELETE", "ad"))
-
-
-def _mysql(conn) -> bool:
-    return conn.vendor == "mysql"
-
-
-# --- who writes ------------------------------------------------------------------------
-
-
-def sync_writes_mark(*, using: str = DEFAULT_DB_ALIAS, conn=None) -> None:
-    """Mark this connection's writes as the sync's own: the capture triggers skip them.
-
-    One `SET` the first time on a database connection, nothing afterwards: the mark is a
-    session variable, kept until the connection closes. `legacy_write()` lifts it for its
-    own write and puts it back. `conn`: a connection wrapper instead of an alias."""
-    conn = conn or connections[using]
-    if not _mysql(conn):
-        return
-    conn.ensure_connection()
-    raw = conn.connection
-    if getattr(conn, _MARKED_ATTR, None) is raw:
-        return
-    with conn.cursor() as cur:
-        cur.execute(f"SET {SYNC_VAR} = 1")
-    setattr(conn, _MARKED_ATTR, raw)
-
-
-def sync_writes_unmark(*, using: str = DEFAULT_DB_ALIAS) -> None:
-    """Lift the mark: this connection's writes are captured again (scripts, tests)."""
-    conn = connections[using]
-    if not _mysql(conn):
-        return
-    with conn.cursor() as cur:
-        cur.execute(f"SET {SYNC_VAR} = NULL")
-    setattr(conn, _MARKED_ATTR, None)
 
 
 @dataclass
@@ -98,11 +60,11 @@ def legacy_write(
     if not conn.in_atomic_block:
         raise RuntimeError("legacy_write must run inside the transaction of the write")
     capture = LegacyWriteCapture()
-    if not _mysql(conn):
+    if not is_mysql(conn):
         yield capture
         return
     conn.ensure_connection()
-    was_marked = getattr(conn, _MARKED_ATTR, None) is conn.connection
+    was_marked = getattr(conn, MARKED_ATTR, None) is conn.connection
     with conn.cursor() as cur:
         cur.execute(
             f"SET {SYNC_VAR} = 0, {SEEN_VAR} = %s, {ENTRY_VAR} = NULL",
@@ -122,7 +84,7 @@ def legacy_write(
                 cur.execute(f"SET {SYNC_VAR} = {'1' if was_marked else 'NULL'}, {SEEN_VAR} = NULL")
         except DatabaseError:
             # The connection is unusable: it will be closed, and its variables with it.
-            setattr(conn, _MARKED_ATTR, None)
+            setattr(conn, MARKED_ATTR, None)
 
 
 # --- the triggers ----------------------------------------------------------------------
@@ -234,7 +196,7 @@ def triggers_install(*, mapping: Mapping, using: str = DEFAULT_DB_ALIAS, **model
     TRIGGER). Creating a trigger with binary logging on needs log_bin_trust_function_creators
     (Aurora: the cluster parameter group) unless the user has SUPER."""
     conn = connections[using]
-    if not _mysql(conn):
+    if not is_mysql(conn):
         return
     model = models.get("model") or mapping.get_model()
     with conn.cursor() as cur:
@@ -246,7 +208,7 @@ def triggers_install(*, mapping: Mapping, using: str = DEFAULT_DB_ALIAS, **model
 
 def triggers_remove(*, table: str, using: str = DEFAULT_DB_ALIAS) -> None:
     conn = connections[using]
-    if not _mysql(conn):
+    if not is_mysql(conn):
         return
     with conn.cursor() as cur:
         for sql in triggers_drop_sql(table=table):
@@ -296,7 +258,7 @@ class CaptureTriggers(Operation):
         }
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:
-        if not _mysql(schema_editor.connection):
+        if not is_mysql(schema_editor.connection):
             return
         mapping = self._mapping()
         models = self._models(to_state.apps, mapping)
@@ -306,7 +268,7 @@ class CaptureTriggers(Operation):
             schema_editor.execute(sql, params=None)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:
-        if not _mysql(schema_editor.connection):
+        if not is_mysql(schema_editor.connection):
             return
         model = from_state.apps.get_model(self._mapping().model)
         for sql in triggers_drop_sql(table=model._meta.db_table):

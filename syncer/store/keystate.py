@@ -20,8 +20,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncer.models import KeyState
-from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping
+from syncer.store.marks import sync_writes_mark
 
 
 def key_state_get(*, mapping: Mapping, key: str) -> KeyState | None:

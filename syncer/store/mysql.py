@@ -33,9 +33,9 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from syncer.models import KeyState
-from syncer.outbox.capture import sync_writes_mark
 from syncer.registry import Mapping
 from syncer.store import keystate
+from syncer.store.marks import sync_writes_mark
 from syncer.store.sql import SqlValues, insert_head, round_trip
 from syncer.store.sql import quote as _q
 

@@ -3,7 +3,8 @@
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from syncer.aws import DynamoUnavailable, aws_endpoint, aws_resources_ensure
+from syncer.aws import DynamoUnavailable, aws_endpoint
+from syncer.local.provision import aws_resources_ensure
 
 
 class Command(BaseCommand):

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from syncer.aws import dynamodb_client, sqs_client, table_ensure
+from syncer.aws import dynamodb_client, sqs_client
+from syncer.local.provision import table_ensure
 from syncer.local.relay import StreamRelay, default_handler, lambda_record, order_parents_first
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.registry import registry

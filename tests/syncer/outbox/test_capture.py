@@ -19,6 +19,7 @@ from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.outbox import capture
 from syncer.outbox.publish import key_resync, outbox_publish, outbox_sweep
 from syncer.pipeline.apply import changes_apply
+from syncer.store import marks
 from tests.syncer.conftest import gadget_change
 from tests.testapp.mapping import GADGET_MAPPING
 
@@ -35,9 +36,9 @@ def no_enqueue(monkeypatch):
 def unmarked():
     """Django's connection as production's web process has it: not marked as the sync's
     (the test process marks its connections, see tests/conftest.py)."""
-    capture.sync_writes_unmark()
+    marks.sync_writes_unmark()
     yield
-    capture.sync_writes_mark()
+    marks.sync_writes_mark()
 
 
 def entries() -> list[tuple]:
@@ -102,13 +103,13 @@ def test_the_sync_s_own_writes_create_no_entry(aws, legacy_sql, unmarked, gadget
     # The apply (stream changes), on a connection nobody marked before.
     result = changes_apply(changes=[gadget_change("g-1", "INSERT", 1, name="Gizmo")])
     assert result.applied == 1 and not OutboxEntry.objects.exists()
-    capture.sync_writes_unmark()
+    marks.sync_writes_unmark()
     changes_apply(changes=[gadget_change("g-1", "REMOVE", 2)])
     assert not OutboxEntry.objects.exists()
 
     # A resync from DynamoDB (admin action, reconcile --repair to-mysql).
     ChefItem("Brown#Alton", firstName="Alton", lastName="Brown").save()
-    capture.sync_writes_unmark()
+    marks.sync_writes_unmark()
     key_resync(mapping=CHEF_MAPPING, key="Brown#Alton")
     assert Chef.objects.get().chef_id == "Brown#Alton"
     assert not OutboxEntry.objects.exists()
@@ -117,9 +118,9 @@ def test_the_sync_s_own_writes_create_no_entry(aws, legacy_sql, unmarked, gadget
     ChefItem("Flay#Bobby", firstName="Bobby", lastName="Flay").save()
     legacy_sql("INSERT INTO cheftable (cheffirst, cheflast) VALUES ('Ina', 'Garten')")
     OutboxEntry.objects.all().delete()  # the SQL insert's own entry
-    capture.sync_writes_unmark()
+    marks.sync_writes_unmark()
     backfill_run(mapping=CHEF_MAPPING, direction="mysql")
-    capture.sync_writes_unmark()
+    marks.sync_writes_unmark()
     backfill_run(mapping=CHEF_MAPPING, direction="dynamo")
     assert set(Chef.objects.values_list("chef_id", flat=True)) == {
         "Brown#Alton",

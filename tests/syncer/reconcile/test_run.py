@@ -271,7 +271,7 @@ def test_process_exit_status_on_error_is_2():
 
 
 def test_generic_mapping_with_typed_fields(db, gadget_mapping, moto_server):
-    from syncer.aws import aws_resources_ensure
+    from syncer.local.provision import aws_resources_ensure
     from tests.testapp.models import Gadget
 
     moto_server.reset()

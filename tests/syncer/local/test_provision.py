@@ -1,3 +1,5 @@
+"""Local provisioning (`syncer.local.provision`, `manage.py dynamo_setup`) on moto."""
+
 import json
 from io import StringIO
 
@@ -6,6 +8,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from syncer import aws
+from syncer.local import provision
 from syncer.registry import registry
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -65,7 +68,7 @@ class TestEnsure:
 
     def test_second_run_changes_nothing(self):
         before = _table()["LatestStreamArn"]
-        report = aws.aws_resources_ensure()
+        report = provision.aws_resources_ensure()
         assert {r.action for r in report.resources} == {"unchanged"}
         assert len(report.resources) == 7  # 1 table + 6 queues
         assert _table()["LatestStreamArn"] == before
@@ -80,7 +83,7 @@ class TestEnsure:
             BillingMode="PAY_PER_REQUEST",
         )
         client.put_item(TableName="chef", Item={"ChefId": {"S": "Brown#Alton"}})
-        status = aws.aws_resources_ensure().get("table", "chef")
+        status = provision.aws_resources_ensure().get("table", "chef")
         assert status.action == "updated"
         assert _table()["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
         # Adopted, not recreated: the existing item is still there.
@@ -90,7 +93,7 @@ class TestEnsure:
         sqs = aws.sqs_client()
         url = sqs.get_queue_url(QueueName=settings.SYNC_QUEUE_NAME)["QueueUrl"]
         sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "7"})
-        status = aws.aws_resources_ensure().get("queue", settings.SYNC_QUEUE_NAME)
+        status = provision.aws_resources_ensure().get("queue", settings.SYNC_QUEUE_NAME)
         assert status.action.startswith("updated")
         assert _queue_attrs(settings.SYNC_QUEUE_NAME)[1]["VisibilityTimeout"] == str(
             settings.SQS_VISIBILITY_TIMEOUT
@@ -154,68 +157,3 @@ def _closed_port() -> int:
     from tests.plugins.aws import free_port
 
     return free_port()
-
-
-class TestErrorClassification:
-    """Throttling cannot be provoked on moto; the classifier is checked on botocore errors."""
-
-    @pytest.mark.parametrize(
-        "code,unavailable",
-        [
-            ("ProvisionedThroughputExceededException", True),
-            ("ThrottlingException", True),
-            ("RequestLimitExceeded", True),
-            ("InternalServerError", True),
-            ("ConditionalCheckFailedException", False),
-            ("ValidationException", False),
-        ],
-    )
-    def test_client_error_codes(self, code, unavailable):
-        from botocore.exceptions import ClientError
-        from pynamodb.exceptions import UpdateError
-
-        error = ClientError({"Error": {"Code": code, "Message": "x"}}, "UpdateItem")
-        assert aws.dynamo_error_is_unavailable(error) is unavailable
-        assert aws.dynamo_error_is_unavailable(UpdateError("x", error)) is unavailable
-
-    def test_throttling_becomes_dynamo_unavailable(self):
-        from botocore.exceptions import ClientError
-        from pynamodb.exceptions import PutError
-
-        error = ClientError({"Error": {"Code": "ThrottlingException"}}, "PutItem")
-        with pytest.raises(aws.DynamoUnavailable), aws.dynamo_errors():
-            raise PutError("throttled", error)
-
-    def test_other_errors_pass_through(self):
-        from botocore.exceptions import ClientError
-        from pynamodb.exceptions import PutError
-
-        error = ClientError({"Error": {"Code": "ValidationException"}}, "PutItem")
-        with pytest.raises(PutError), aws.dynamo_errors():
-            raise PutError("bad", error)
-
-
-# --- local settings without a stack: a system check says so (issue 16) ----------------------
-
-
-def _w001() -> list:
-    from django.core import checks
-
-    return [m for m in checks.run_checks() if m.id == "syncer.W001"]
-
-
-def test_local_settings_without_an_endpoint_warn_that_this_is_real_aws(settings):
-    settings.LOCAL_STACK_ENV_FILE = "/repo/.run/env"
-    settings.AWS_ENDPOINT_URL = None
-    (warning,) = _w001()
-    assert "real AWS" in warning.msg and "amazonaws.com" in warning.msg
-    assert "make up" in warning.hint and "/repo/.run/env" in warning.hint
-
-
-def test_no_warning_with_an_endpoint_or_outside_local_settings(settings):
-    settings.LOCAL_STACK_ENV_FILE = "/repo/.run/env"
-    settings.AWS_ENDPOINT_URL = "http://127.0.0.1:5000"
-    assert _w001() == []
-    del settings.LOCAL_STACK_ENV_FILE
-    settings.AWS_ENDPOINT_URL = None  # production: real AWS is the point
-    assert _w001() == []
