@@ -246,7 +246,8 @@ def way_scan_alone(args) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from chefs.mapping import CHEF_MAPPING
-    from syncer.reconcile.run import ReconcileOptions, dynamo_scan_pages
+    from syncer.reconcile.report import ReconcileOptions
+    from syncer.reconcile.scan import dynamo_scan_pages
 
     segments = args.segments or ReconcileOptions().segments
     baseline = rss_mib()
@@ -267,7 +268,8 @@ def way_reconcile(args) -> dict:
     import tracemalloc
 
     from chefs.mapping import CHEF_MAPPING
-    from syncer.reconcile.run import ReconcileOptions, reconcile_run
+    from syncer.reconcile.report import ReconcileOptions
+    from syncer.reconcile.run import reconcile_run
 
     overrides = {}
     if args.segments:

@@ -50,7 +50,8 @@ def stream_records(key: str | None = None) -> list[dict]:
 def reconcile_drift(*, mappings: list | None = None):
     """A read-only reconcile run over every registered mapping (consistent reads): fields,
     tombstones, unkeyed rows, keys missing on either side."""
-    from syncer.reconcile.run import ReconcileOptions, reconcile_run
+    from syncer.reconcile.report import ReconcileOptions
+    from syncer.reconcile.run import reconcile_run
     from syncer.registry import registry
 
     return reconcile_run(

@@ -10,7 +10,8 @@ from django.conf import settings
 from chefs.mapping import CHEF_MAPPING
 from syncer.aws import dynamodb_client
 from syncer.pipeline.apply import changes_apply
-from syncer.reconcile.run import ReconcileOptions, reconcile_run
+from syncer.reconcile.report import ReconcileOptions
+from syncer.reconcile.run import reconcile_run
 from tests.syncer import conftest as syncer_conftest
 from tests.syncer.conftest import gadget_change
 

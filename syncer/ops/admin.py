@@ -237,7 +237,7 @@ class ConflictAdmin(ReadOnlyAdmin):
     @admin.action(description="Mark as reviewed", permissions=["review"])
     def mark_resolved(self, request, queryset):
         with admin_audited(request, action="review", queryset=queryset) as audit:
-            count = services.conflicts_resolve(conflicts=queryset)
+            count = outbox.conflicts_resolve(conflicts=queryset)
             audit.detail = f"{count} marked as reviewed"
         self.message_user(request, f"{count} conflict(s) marked as reviewed.", messages.SUCCESS)
 

@@ -21,8 +21,8 @@ from django.views.decorators.http import require_GET
 from syncer.models import AuditEntry, Conflict, FailedChange
 from syncer.ops import dashboard, health, metrics
 from syncer.ops.access import ops_access_allowed
-from syncer.pipeline import failed as services
-from syncer.reconcile.run import REPAIR_DIRECTIONS
+from syncer.reconcile import run as reconcile
+from syncer.reconcile.report import REPAIR_DIRECTIONS
 from syncer.registry import registry
 
 # --- chart --------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def reconcile_repair(request: HttpRequest) -> TemplateResponse | HttpResponseRed
         raise PermissionDenied
     form = ReconcileRepairForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        services.reconcile_repair_request(
+        reconcile.reconcile_repair_request(
             user=request.user,
             mapping_names=form.cleaned_data["mappings"],
             direction=form.cleaned_data["direction"],

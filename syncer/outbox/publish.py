@@ -410,3 +410,8 @@ def outbox_retry_failed(*, entries: models.QuerySet[OutboxEntry]) -> int:
     return entries.filter(status=OutboxEntry.Status.FAILED).update(
         status=OutboxEntry.Status.PENDING, attempts=0, next_attempt_at=None, last_error=""
     )
+
+
+def conflicts_resolve(*, conflicts) -> int:
+    """Operator action: a reviewed conflict no longer flags its row."""
+    return conflicts.filter(resolved=False).update(resolved=True)

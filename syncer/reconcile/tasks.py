@@ -23,14 +23,14 @@ def reconcile_compare(run_id: int, mapping: str, bucket: int, buckets: int) -> d
     return bucket_compare_task(run_id=run_id, mapping=mapping, bucket=bucket, buckets=buckets)
 
 
-# --- the admin's reconcile repair (syncer.pipeline.failed.reconcile_repair_request) -----------
+# --- the admin's reconcile repair (syncer.reconcile.run.reconcile_repair_request) ---
 # Not acks_late: a run is long and conditioned on what it scanned; a lost one is run again
 # by hand rather than redelivered while it may still be running.
 
 
 @shared_task(name=REPAIR_TASK_NAME, acks_late=False)
 def reconcile_repair(mapping_names: list[str], direction: str, user_id: int | None) -> int:
-    from syncer.pipeline.failed import reconcile_repair_run
+    from syncer.reconcile.run import reconcile_repair_run
 
     report = reconcile_repair_run(mapping_names=mapping_names, direction=direction, user_id=user_id)
     return report.unrepaired

@@ -9,7 +9,7 @@ from syncer.backfill import BackfillError, BackfillResult, backfill_run
 from syncer.models import AuditEntry
 from syncer.ops.audit import audit_record, command_actor
 from syncer.ops.progress import Progress
-from syncer.reconcile.run import ReconcileError, mappings_resolve
+from syncer.reconcile.report import ReconcileError, mappings_resolve
 
 EXIT_DONE, EXIT_FAILED_ITEMS, EXIT_ERROR = 0, 1, 2
 

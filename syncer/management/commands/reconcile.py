@@ -10,15 +10,15 @@ from syncer.aws import DynamoUnavailable
 from syncer.models import AuditEntry
 from syncer.ops.audit import AuditResult, audited, command_actor
 from syncer.ops.progress import Progress
-from syncer.reconcile.run import (
+from syncer.reconcile.report import (
     REPAIR_DIRECTIONS,
     SAMPLED_KINDS,
     ReconcileError,
     ReconcileOptions,
     ReconcileReport,
     mappings_resolve,
-    reconcile_run,
 )
+from syncer.reconcile.run import reconcile_run
 
 EXIT_IN_SYNC, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from syncer.models import AuditEntry
 from syncer.ops.audit import audited
-from syncer.reconcile.run import ReconcileError
+from syncer.reconcile.report import ReconcileError
 from tests.syncer.reconcile.test_run import put_item, seed_drift
 
 pytestmark = pytest.mark.django_db

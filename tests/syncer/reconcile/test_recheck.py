@@ -1,6 +1,6 @@
 """reconcile under traffic: each recheck rule of syncer/reconcile/run.py's docstring.
 
-reconcile's waits go through `syncer.reconcile.run._sleep`; these tests replace it with a
+reconcile's waits go through `syncer.reconcile.recheck._sleep`; these tests replace it with a
 function that plays what the pipeline (or a writer) does while reconcile waits, so every
 case is exact and no test sleeps.
 """
@@ -18,8 +18,10 @@ from django.utils import timezone
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.models import KeyState
-from syncer.reconcile import run as reconcile
-from syncer.reconcile.run import ReconcileOptions, reconcile_run, settle_default
+from syncer.reconcile import recheck
+from syncer.reconcile.recheck import settle_default
+from syncer.reconcile.report import ReconcileOptions
+from syncer.reconcile.run import reconcile_run
 from tests.syncer.reconcile.test_run import put_item, row
 
 SETTLE = 5.0
@@ -35,7 +37,7 @@ def waits(monkeypatch):
         if state.then:
             state.then.pop(0)()
 
-    monkeypatch.setattr(reconcile, "_sleep", sleep)
+    monkeypatch.setattr(recheck, "_sleep", sleep)
     return state
 
 
@@ -254,7 +256,7 @@ def test_settle_default_follows_the_measured_lag(db, settings):
     from syncer.models import AppliedChange
 
     settings.RECONCILE_SETTLE_SECONDS = None
-    assert settle_default() == reconcile.SETTLE_UNMEASURED
+    assert settle_default() == recheck.SETTLE_UNMEASURED
     now = timezone.now()
     for lag in (0.1, 0.2, 1.5):
         AppliedChange.objects.create(
@@ -263,7 +265,7 @@ def test_settle_default_follows_the_measured_lag(db, settings):
         )  # fmt: skip
     assert settle_default() == pytest.approx(4 * 1.5)  # 4 x p99
     AppliedChange.objects.update(source_time=now - timedelta(seconds=100))
-    assert settle_default() == reconcile.SETTLE_MAX
+    assert settle_default() == recheck.SETTLE_MAX
     settings.RECONCILE_SETTLE_SECONDS = 1.25
     assert settle_default() == 1.25
 

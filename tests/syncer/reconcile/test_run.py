@@ -17,12 +17,12 @@ from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.aws import dynamodb_client
 from syncer.models import KeyState, ReconcileItem, ReconcileKey, ReconcileRun
-from syncer.reconcile.run import (
-    ReconcileOptions,
+from syncer.reconcile.report import ReconcileOptions
+from syncer.reconcile.run import reconcile_run
+from syncer.reconcile.scan import (
     bucket_range,
     dynamo_scan_pages,
     key_hash,
-    reconcile_run,
     segment_scan,
     spill_drop,
 )
@@ -212,12 +212,12 @@ def test_dry_run_prints_and_changes_nothing(db, aws):
 
 
 def test_repair_never_overwrites_a_change_made_after_its_read(db, aws, monkeypatch):
-    from syncer.reconcile import run as reconcile
+    from syncer.reconcile import recheck
 
     both("Brown#Alton", "Alton", "Brown")
     Chef.objects.filter(chef_id="Brown#Alton").update(last_name="Legacy")  # drift
     put_item("Batali#Mario", "Mario", "Batali")  # missing in MySQL
-    look = reconcile._look
+    look = recheck.keys_look
 
     def look_then_change(mapping, keys):
         seen = look(mapping, keys)
@@ -227,7 +227,7 @@ def test_repair_never_overwrites_a_change_made_after_its_read(db, aws, monkeypat
         put_item("Batali#Mario", "Mario", "Newer", version=2)
         return seen
 
-    monkeypatch.setattr(reconcile, "_look", look_then_change)
+    monkeypatch.setattr(recheck, "keys_look", look_then_change)
     report = reconcile_run(
         mappings=[CHEF_MAPPING],
         options=ReconcileOptions(segments=1, buckets=1, repair="to-dynamo"),
@@ -290,7 +290,7 @@ def test_generic_mapping_with_typed_fields(db, gadget_mapping, moto_server):
 
 def test_scan_segments_partition_the_table(db, aws):
     from syncer.models import ReconcileRun
-    from syncer.reconcile.run import segment_scan
+    from syncer.reconcile.scan import segment_scan
 
     seed_drift()
     run_ = ReconcileRun.objects.create()
