@@ -16,7 +16,8 @@ from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.models import OutboxEntry
 from syncer.outbox.capture import legacy_write
-from syncer.outbox.publish import key_resync, outbox_record
+from syncer.outbox.record import outbox_record
+from syncer.outbox.resync import key_resync
 from syncer.pipeline.apply import mysql_error_code
 
 # The legacy API filled a missing name with these; kept for compatibility.

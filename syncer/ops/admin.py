@@ -15,7 +15,7 @@ from syncer.models import (
     ShardCheckpoint,
 )
 from syncer.ops.audit import admin_audited
-from syncer.outbox import publish as outbox
+from syncer.outbox import sweep as outbox
 from syncer.pipeline import failed as services
 
 

@@ -54,7 +54,7 @@ def legacy_write(
     with `seen_version` (the item version the editor saw) as the edit's base when it is
     older than the one MySQL mirrors. The publish is enqueued when the transaction commits.
     Must run inside that transaction."""
-    from syncer.outbox.publish import outbox_enqueue
+    from syncer.outbox.record import outbox_enqueue
 
     conn = connections[using]
     if not conn.in_atomic_block:

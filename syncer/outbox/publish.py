@@ -13,8 +13,7 @@
   could record success: same values at base+1) and counts as published, or a conflict: the
   conflict is recorded with both sides and MySQL is brought back to DynamoDB's state.
 - The stream record caused by a publish (the echo) comes back through the normal apply
-  path, which writes the same values (no change) and never records outbox entries.
-"""
+  path, which writes the same values (no change) and never records outbox entries."""
 
 from __future__ import annotations
 
@@ -24,124 +23,17 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pynamodb.exceptions import PynamoDBException
 
 from syncer.models import Conflict, OutboxEntry
 from syncer.ops import metrics
-from syncer.outbox import PUBLISH_TASK_NAME
+from syncer.outbox.resync import key_resync
 from syncer.registry import Mapping, registry
 from syncer.store import dynamo, keystate
-from syncer.store import mysql as store_mysql
 
 logger = logging.getLogger(__name__)
-
-
-# --- recording ------------------------------------------------------------------------
-
-
-def _row_values(mapping: Mapping, instance: models.Model) -> dict[str, Any]:
-    return mapping.values_from_row({fm.field: getattr(instance, fm.field) for fm in mapping.fields})
-
-
-def outbox_record(
-    *,
-    mapping: Mapping,
-    instance: models.Model,
-    op: str,
-    seen_version: int | None = None,
-) -> OutboxEntry:
-    """Ask for a publish of `instance`'s current values (operator action, reconcile
-    repair), inside a transaction. Row writes need no call: the capture triggers record
-    them (syncer.outbox.capture). Same base version rule as the triggers': the version MySQL
-    mirrors, or `seen_version` (the item version the editor saw) when older.
-    """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("outbox_record must run inside the transaction of the write")
-    key = getattr(instance, mapping.key_field) or ""
-    base = None
-    if key:
-        state = keystate.key_state_get(mapping=mapping, key=key)
-        base = state.item_version if state is not None and not state.deleted else None
-        if seen_version is not None:
-            base = seen_version if base is None else min(base, seen_version)
-    entry = OutboxEntry.objects.create(
-        mapping=mapping.name,
-        object_pk=str(instance.pk),
-        key=key,
-        op=op,
-        values=_row_values(mapping, instance),
-        base_version=base,
-    )
-    transaction.on_commit(lambda: outbox_enqueue(entry_id=entry.pk))
-    return entry
-
-
-def outbox_enqueue(*, entry_id: int) -> None:
-    # The current app is the project's (config/__init__.py makes it so): syncer does not
-    # import the project package.
-    from celery import current_app
-
-    try:
-        current_app.send_task(
-            PUBLISH_TASK_NAME,
-            args=[entry_id],
-            queue=settings.OUTBOX_QUEUE_NAME,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except Exception:  # noqa: BLE001 - the sweep republishes whatever was not enqueued
-        logger.exception("could not enqueue outbox entry %s; the sweep will", entry_id)
-
-
-# --- key state and resync -----------------------------------------------------------------
-
-
-def key_resync(*, mapping: Mapping, key: str) -> dict[str, Any] | None:
-    """Bring the mapped row of `key` to DynamoDB's current state (consistent read).
-
-    The key's state row is locked before reading, so a stream change applied meanwhile
-    waits and then applies on top (its sequence number is newer): no stale resurrection.
-    Returns the item read (DynamoDB JSON), or None when it does not exist.
-    """
-    with transaction.atomic():
-        keystate.key_state_lock(mapping=mapping, key=key)
-        image = dynamo.item_fetch(mapping=mapping, key=key)
-        change = store_mysql.RowChange(
-            key=key,
-            row=mapping.row_from_image(image) if image is not None else None,
-            version=mapping.version_from_image(image) if image is not None else None,
-        )
-        store_mysql.rows_write(mapping=mapping, changes=[change], guard=store_mysql.Guard.CURRENT)
-    return image
-
-
-# --- repairs (reconcile) ------------------------------------------------------------
-
-
-def dynamo_item_create(*, mapping: Mapping, key: str, instance: models.Model) -> bool:
-    """Create the item of `key` from the row's values, only if it is absent (an item created
-    meanwhile is never overwritten). Records the new version. False: it exists."""
-    with transaction.atomic():
-        keystate.key_state_lock(mapping=mapping, key=key)
-        write = dynamo.item_create(mapping=mapping, key=key, values=_row_values(mapping, instance))
-        if write.ok:
-            keystate.key_version_record(mapping=mapping, key=key, version=write.version)
-    return write.ok
-
-
-def dynamo_item_delete(*, mapping: Mapping, key: str, base: int | None) -> bool:
-    """Delete the item of `key` only if it is still at version `base`. False: it changed."""
-    with transaction.atomic():
-        keystate.key_state_lock(mapping=mapping, key=key)
-        write = dynamo.item_delete(mapping=mapping, key=key, base=base)
-        if write.ok:
-            keystate.key_version_clear(mapping=mapping, key=key)
-    return write.ok
-
-
-# --- publishing -----------------------------------------------------------------------
 
 
 def _mark(entries: list[OutboxEntry], **fields: Any) -> None:
@@ -217,12 +109,7 @@ def outbox_publish(*, entry_id: int) -> str:
 def _count_failure(mapping: Mapping, head: OutboxEntry, error: str) -> None:
     now = timezone.now()
     with transaction.atomic():
-        pending = list(
-            OutboxEntry.objects.select_for_update()
-            .filter(mapping=mapping.name, object_pk=head.object_pk, status="pending")
-            .order_by("pk")
-        )
-        for entry in pending:
+        for entry in _pending_locked(mapping, head.object_pk):
             entry.attempts += 1
             entry.last_error = error[:2000]
             delay = min(2**entry.attempts, settings.CELERY_RETRY_BACKOFF_MAX)
@@ -261,11 +148,7 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
             keystate.key_assign(mapping=mapping, pk=row.pk, key=key)
         except IntegrityError:
             # Another legacy row already holds this key: keep this one unkeyed and show it.
-            batch = list(
-                OutboxEntry.objects.select_for_update()
-                .filter(mapping=mapping.name, object_pk=head.object_pk, status="pending")
-                .order_by("pk")
-            )
+            batch = _pending_locked(mapping, head.object_pk)
             if not batch:
                 return "noop"
             _record_conflict(
@@ -281,24 +164,40 @@ def _key_assign(mapping: Mapping, head: OutboxEntry) -> str | None:
     return None
 
 
-def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
-    batch = list(
+def _pending_locked(mapping: Mapping, object_pk: Any) -> list[OutboxEntry]:
+    """The row's pending entries, oldest first, locked until the transaction ends."""
+    return list(
         OutboxEntry.objects.select_for_update()
-        .filter(mapping=mapping.name, object_pk=head.object_pk, status="pending")
+        .filter(mapping=mapping.name, object_pk=object_pk, status="pending")
         .order_by("pk")
     )
+
+
+def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
+    """Publish the row's pending entries as one write: the newest values, conditioned on
+    the oldest entry's base version. Runs under the entries' and the row's locks."""
+    batch = _pending_locked(mapping, head.object_pk)
     if not any(e.pk == head.pk for e in batch):
         return "noop"  # published meanwhile by another worker
     first, last = batch[0], batch[-1]
-    model = mapping.get_model()
-    row = model.objects.select_for_update().filter(pk=head.object_pk).first()
-    now = timezone.now()
+    row = mapping.get_model().objects.select_for_update().filter(pk=head.object_pk).first()
     key = (getattr(row, mapping.key_field) if row is not None else None) or last.key or ""
-    # A create if the row had no key when its oldest pending edit was made; the key was
-    # given since by _key_assign, possibly in a publish that died after its write: then
-    # the item is ours at version 1 and the rest of the batch builds on it.
-    creating = not first.key
-    base = first.base_version
+    creating, base = _create_or_update(mapping, first, key)
+    if last.op == OutboxEntry.Op.DELETE or row is None:
+        return _publish_delete(mapping, batch, key=key, base=base)
+    if not key:
+        _count_failure(mapping, head, "the row has no key yet")
+        return "retry"
+    return _publish_write(mapping, batch, key=key, base=base, creating=creating)
+
+
+def _create_or_update(mapping: Mapping, first: OutboxEntry, key: str) -> tuple[bool, int | None]:
+    """Whether the publish creates the item, and the version it is conditioned on.
+
+    A create if the row had no key when its oldest pending edit was made; the key was given
+    since by _key_assign, possibly in a publish that died after its write: then the item is
+    ours at version 1 and the rest of the batch builds on it."""
+    creating, base = not first.key, first.base_version
     if creating and key:
         image = dynamo.item_fetch(mapping=mapping, key=key)
         if (
@@ -306,37 +205,31 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
             and mapping.version_from_image(image) == 1
             and dynamo.image_values(mapping=mapping, image=image) == first.values
         ):
-            creating, base = False, 1
+            return False, 1
+    return creating, base
 
-    if last.op == OutboxEntry.Op.DELETE or row is None:
-        if not key:
-            # Never reached DynamoDB: nothing to delete.
-            _mark(batch, status="published", published_at=now)
-            return "published"
-        write = dynamo.item_delete(mapping=mapping, key=key, base=base)
-        if not write.ok:
-            image = dynamo.item_fetch(mapping=mapping, key=key)
-            if image is not None:
-                _record_conflict(
-                    mapping=mapping,
-                    kind=Conflict.Kind.STALE_VERSION,
-                    key=key,
-                    first=first,
-                    last=last,
-                    image=image,
-                )
-                _mark(batch, status="conflict", published_at=now)
-                key_resync(mapping=mapping, key=key)
-                return "conflict"
-            # Already gone (our own earlier delete, or someone else's): done.
-        keystate.key_version_clear(mapping=mapping, key=key)
+
+def _publish_delete(mapping: Mapping, batch: list[OutboxEntry], *, key: str, base) -> str:
+    now = timezone.now()
+    if not key:
+        # Never reached DynamoDB: nothing to delete.
         _mark(batch, status="published", published_at=now)
         return "published"
+    write = dynamo.item_delete(mapping=mapping, key=key, base=base)
+    if not write.ok:
+        image = dynamo.item_fetch(mapping=mapping, key=key)
+        if image is not None:
+            return _conflict(mapping, batch, Conflict.Kind.STALE_VERSION, key=key, image=image)
+        # Already gone (our own earlier delete, or someone else's): done.
+    keystate.key_version_clear(mapping=mapping, key=key)
+    _mark(batch, status="published", published_at=now)
+    return "published"
 
-    if not key:
-        _count_failure(mapping, head, "the row has no key yet")
-        return "retry"
 
+def _publish_write(
+    mapping: Mapping, batch: list[OutboxEntry], *, key: str, base, creating: bool
+) -> str:
+    first, last = batch[0], batch[-1]
     values = last.values
     if base == 1 and first.key == "" and values == first.values:
         write = dynamo.ItemWrite(ok=True, version=1)  # our own create already holds these
@@ -356,62 +249,23 @@ def _publish_locked(mapping: Mapping, head: OutboxEntry) -> str:
             write.ok, write.version = True, mapping.version_from_image(image)
         else:
             kind = Conflict.Kind.KEY_COLLISION if creating else Conflict.Kind.STALE_VERSION
-            _record_conflict(
-                mapping=mapping, kind=kind, key=key, first=first, last=last, image=image
-            )
-            _mark(batch, status="conflict", published_at=now)
-            key_resync(mapping=mapping, key=key)
-            return "conflict"
-
+            return _conflict(mapping, batch, kind, key=key, image=image)
     keystate.key_version_record(mapping=mapping, key=key, version=write.version, only_newer=True)
-    _mark(batch, status="published", published_at=now, published_version=write.version, key=key)
+    _mark(
+        batch,
+        status="published",
+        published_at=timezone.now(),
+        published_version=write.version,
+        key=key,
+    )
     return "published"
 
 
-# --- sweep ----------------------------------------------------------------------------
-
-
-def outbox_due(*, now=None) -> models.QuerySet[OutboxEntry]:
-    """Pending entries whose publish is due: after a failure's backoff, or whose task may be
-    lost (not published OUTBOX_LOST_AFTER_SECONDS after it was enqueued)."""
-    now = now or timezone.now()
-    lost = now - timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS)
-    return OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).filter(
-        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=lost)
-    )
-
-
-def outbox_sweep(*, inline: bool = False, limit: int = 1000) -> int:
-    """Publish again what is due, one publish per legacy row. Returns how many rows.
-
-    Each row swept is not due again for OUTBOX_LOST_AFTER_SECONDS, so entries whose task is
-    only waiting behind others in the queue are not enqueued again and again."""
-    now = timezone.now()
-    heads = list(
-        outbox_due(now=now)
-        .values("mapping", "object_pk")
-        .annotate(first=models.Min("pk"))
-        .order_by("first")[:limit]
-    )
-    retry_at = now + timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS)
-    for head in heads:
-        OutboxEntry.objects.filter(
-            mapping=head["mapping"], object_pk=head["object_pk"], status="pending"
-        ).update(next_attempt_at=retry_at)
-        if inline:
-            outbox_publish(entry_id=head["first"])
-        else:
-            outbox_enqueue(entry_id=head["first"])
-    return len(heads)
-
-
-def outbox_retry_failed(*, entries: models.QuerySet[OutboxEntry]) -> int:
-    """Operator action: give exhausted entries a fresh set of attempts."""
-    return entries.filter(status=OutboxEntry.Status.FAILED).update(
-        status=OutboxEntry.Status.PENDING, attempts=0, next_attempt_at=None, last_error=""
-    )
-
-
-def conflicts_resolve(*, conflicts) -> int:
-    """Operator action: a reviewed conflict no longer flags its row."""
-    return conflicts.filter(resolved=False).update(resolved=True)
+def _conflict(mapping: Mapping, batch: list[OutboxEntry], kind: str, *, key: str, image) -> str:
+    """DynamoDB refused the write: record the conflict with both sides, close the entries,
+    and bring MySQL back to DynamoDB's state."""
+    _record_conflict(mapping=mapping, kind=kind, key=key, first=batch[0], last=batch[-1],
+                     image=image)  # fmt: skip
+    _mark(batch, status="conflict", published_at=timezone.now())
+    key_resync(mapping=mapping, key=key)
+    return "conflict"

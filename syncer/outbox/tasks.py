@@ -5,8 +5,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME
-from syncer.outbox import publish as outbox
+from syncer.outbox import PUBLISH_TASK_NAME, SWEEP_TASK_NAME, publish, sweep
 
 
 @shared_task(
@@ -19,9 +18,9 @@ from syncer.outbox import publish as outbox
     max_retries=None,
 )
 def outbox_publish(entry_id: int) -> str:
-    return outbox.outbox_publish(entry_id=entry_id)
+    return publish.outbox_publish(entry_id=entry_id)
 
 
 @shared_task(name=SWEEP_TASK_NAME, acks_late=True)
 def outbox_sweep() -> int:
-    return outbox.outbox_sweep()
+    return sweep.outbox_sweep()

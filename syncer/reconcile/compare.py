@@ -187,7 +187,7 @@ def unkeyed_compare(
     *, mapping: Mapping, options: ReconcileOptions, on_action: Callable[[str], None] | None
 ) -> dict[str, Any]:
     """MySQL rows without a key: never in DynamoDB until published (backfill gives keys)."""
-    from syncer.outbox import publish as outbox
+    from syncer.outbox import publish, record
 
     model = mapping.get_model()
     rows = model.objects.filter(
@@ -216,10 +216,10 @@ def unkeyed_compare(
             action = "would publish the row (it gets its key from the mapping's key rule)"
         else:
             with transaction.atomic():
-                entry = outbox.outbox_record(
+                entry = record.outbox_record(
                     mapping=mapping, instance=row, op=OutboxEntry.Op.UPSERT
                 )
-            outcome = outbox.outbox_publish(entry_id=entry.pk)
+            outcome = publish.outbox_publish(entry_id=entry.pk)
             ok = outcome == "published"
             report.repairs["repaired" if ok else "failed"] += 1
             action = f"published: {outcome}"

@@ -88,7 +88,7 @@ def drift_repair(mapping: Mapping, drift: Drift, options: ReconcileOptions) -> t
         return "would_repair", f"would {plan}"
     try:
         if options.repair == "to-mysql" or drift.kind == "tombstoned":
-            from syncer.outbox.publish import key_resync
+            from syncer.outbox.resync import key_resync
 
             key_resync(mapping=mapping, key=drift.key)
             return "repaired", plan
@@ -112,26 +112,26 @@ def drift_repair(mapping: Mapping, drift: Drift, options: ReconcileOptions) -> t
 def _repair_to_dynamo(mapping: Mapping, drift: Drift) -> bool:
     """Make DynamoDB hold the MySQL state of the key, through the outbox's writes, each
     conditioned on what the scan read. False: refused, the item changed since the scan."""
-    from syncer.outbox import publish as outbox
+    from syncer.outbox import publish, record, resync
 
     if drift.kind == "missing_in_mysql":
-        return outbox.dynamo_item_delete(mapping=mapping, key=drift.key, base=drift.version)
+        return resync.dynamo_item_delete(mapping=mapping, key=drift.key, base=drift.version)
     model = mapping.get_model()
     if drift.kind == "missing_in_dynamo":
         row = model.objects.filter(pk=drift.pk).first()
         if row is None:
             return False
         # "Key absent" condition: an item created after the scan is never overwritten.
-        return outbox.dynamo_item_create(mapping=mapping, key=drift.key, instance=row)
+        return resync.dynamo_item_create(mapping=mapping, key=drift.key, instance=row)
     # different: a normal outbox publish, based on the version the scan read.
     with transaction.atomic():
         row = model.objects.select_for_update().filter(pk=drift.pk).first()
         if row is None:
             return False
-        entry = outbox.outbox_record(mapping=mapping, instance=row, op=OutboxEntry.Op.UPSERT)
+        entry = record.outbox_record(mapping=mapping, instance=row, op=OutboxEntry.Op.UPSERT)
         if mapping.version_attribute:
             OutboxEntry.objects.filter(pk=entry.pk).update(base_version=drift.version)
-    outcome = outbox.outbox_publish(entry_id=entry.pk)
+    outcome = publish.outbox_publish(entry_id=entry.pk)
     if outcome == "retry":
         raise RuntimeError("outbox publish failed; the outbox sweep retries it")
     return outcome in ("published", "noop")

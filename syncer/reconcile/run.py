@@ -26,7 +26,7 @@ work linear in the table size:
    report equals the local one by construction. The spilled rows are deleted at the end.
 
 Repairs go through the existing write paths, never a second one:
-- to MySQL: `syncer.outbox.publish.key_resync` (locks the key state, consistent read, writes
+- to MySQL: `syncer.outbox.resync.key_resync` (locks the key state, consistent read, writes
   DynamoDB's current state through syncer.store.mysql: never older than what the scan saw).
 - to DynamoDB: the outbox (`outbox_record` + `outbox_publish`), with the entry's base
   version set to the version the scan read, so the conditional write is refused if the

@@ -4,7 +4,7 @@ last attempt failed (the same logic the beat task `syncer.outbox_sweep` runs).""
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from syncer.outbox.publish import outbox_due, outbox_sweep
+from syncer.outbox.sweep import outbox_due, outbox_sweep
 
 
 class Command(BaseCommand):

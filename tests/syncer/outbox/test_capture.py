@@ -17,7 +17,9 @@ from chefs.models import Chef
 from syncer.backfill import backfill_run
 from syncer.models import Conflict, KeyState, OutboxEntry
 from syncer.outbox import capture
-from syncer.outbox.publish import key_resync, outbox_publish, outbox_sweep
+from syncer.outbox.publish import outbox_publish
+from syncer.outbox.resync import key_resync
+from syncer.outbox.sweep import outbox_sweep
 from syncer.pipeline.apply import changes_apply
 from syncer.store import marks
 from tests.syncer.conftest import gadget_change
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def no_enqueue(monkeypatch):
     # Publishing is driven by the tests (sweep inline); the queue path is covered end to end.
-    monkeypatch.setattr("syncer.outbox.publish.outbox_enqueue", lambda *, entry_id: None)
+    monkeypatch.setattr("syncer.outbox.record.outbox_enqueue", lambda *, entry_id: None)
 
 
 @pytest.fixture

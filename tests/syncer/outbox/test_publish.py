@@ -11,7 +11,8 @@ from chefs.dynamo import ChefItem
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.models import Conflict, KeyState, OutboxEntry
-from syncer.outbox.publish import outbox_publish, outbox_sweep
+from syncer.outbox.publish import outbox_publish
+from syncer.outbox.sweep import outbox_sweep
 from syncer.pipeline.apply import changes_apply
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def no_enqueue(monkeypatch):
     # These tests drive publishing themselves; the queue path is covered end to end.
-    monkeypatch.setattr("syncer.outbox.publish.outbox_enqueue", lambda *, entry_id: None)
+    monkeypatch.setattr("syncer.outbox.record.outbox_enqueue", lambda *, entry_id: None)
 
 
 def publish_all() -> list[str]:
@@ -198,7 +199,7 @@ def test_sweep_enqueues_a_pending_row_once_per_period(aws, settings, monkeypatch
     settings.OUTBOX_LOST_AFTER_SECONDS = 60
     enqueued = []
     monkeypatch.setattr(
-        "syncer.outbox.publish.outbox_enqueue", lambda *, entry_id: enqueued.append(entry_id)
+        "syncer.outbox.record.outbox_enqueue", lambda *, entry_id: enqueued.append(entry_id)
     )
     chef = services.chef_create(first_name="Alton", last_name="Brown")
     services.chef_update(chef=chef, last_name="B2")
@@ -209,7 +210,7 @@ def test_sweep_enqueues_a_pending_row_once_per_period(aws, settings, monkeypatch
 
 
 def test_outbox_record_needs_a_transaction(aws):
-    from syncer.outbox.publish import outbox_record
+    from syncer.outbox.record import outbox_record
 
     chef = Chef.objects.create(first_name="A", last_name="B")
     # pytest-django's test transaction counts as one; pretend it is not there.
