@@ -1,4 +1,5 @@
-"""Operations: admin, dashboard, health, metrics and their CloudWatch publishing.
+"""Operations: the admin, the sync dashboard, /healthz, /metrics and their CloudWatch
+publishing, the audit trail, operator access and command progress.
 
 Task names are the wire format (messages and the beat schedule carry them): defined once
 here, Django-free, so settings can route and schedule by them.
