@@ -30,8 +30,9 @@ from django.utils import timezone
 
 from syncer import metrics
 from syncer.capture import sync_writes_mark
+from syncer.changelog import changelog_insert
 from syncer.changes import EVENT_NAMES
-from syncer.models import AppliedChange, FailedChange, KeyState
+from syncer.models import FailedChange, KeyState
 from syncer.registry import Mapping, MappingError, registry
 from syncer.sql import SqlValues, insert_head, round_trip
 from syncer.sql import quote as _q
@@ -367,16 +368,6 @@ STATE_COLUMNS = (
     "item_version",
     "source_time",
 )
-_LOG_COLUMNS = (
-    "mapping",
-    "applied_at",
-    "key",
-    "event_id",
-    "event_name",
-    "sequence",
-    "outcome",
-    "source_time",
-)
 
 
 @functools.cache
@@ -504,26 +495,10 @@ def _apply_statements(cur, items: list[ParsedChange], *, begin: list[str], end: 
         )
 
     winner_ids = {id(w) for w in winners}
-    applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
-    values = SqlValues()
-    log: list[tuple[str, str, float | None]] = []
-    lead = values.lead(name, db_now)
-    for item in items:
-        outcome = applied if id(item) in winner_ids else stale
-        values.add(
-            (
-                item.key,
-                item.event_id[:128],
-                item.event,
-                item.seq,
-                outcome,
-                item.db_source_time,
-            ),
-            lead,
-        )
-        lag = (now - item.source_time).total_seconds() if item.source_time else None
-        log.append((item.event, outcome, lag))
-    writes.append(values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)))
+    log_insert, log = changelog_insert(
+        mapping=name, applied_at=now, db_applied_at=db_now, items=items, winners=winner_ids
+    )
+    writes.append(log_insert)
     round_trip(cur, [*writes, *end])
 
     metrics.applied_record(mapping=mapping.name, items=log)
