@@ -122,6 +122,13 @@ def _source_time(value: Any) -> datetime | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are different keys
+def _source_times(value: int | float) -> tuple[datetime | None, str | None]:
+    # Stream times repeat within a batch (ApproximateCreationDateTime is coarse).
+    source_time = _source_time(value)
+    return source_time, _db_time(source_time)
+
+
 def _sequence_like(value: Any) -> bool:
     # ASCII digits only ("²".isdigit() is True) and within the columns' 40 digits.
     return isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40
@@ -161,7 +168,12 @@ def change_parse(
         if image is None:
             event = "REMOVE"
     row = mapping.row_from_image(image) if event != "REMOVE" else None
-    source_time = _source_time(change.get("ts"))
+    ts = change.get("ts")
+    if type(ts) in (int, float):
+        source_time, db_time = _source_times(ts)
+    else:
+        source_time = _source_time(ts)
+        db_time = _db_time(source_time)
     return ParsedChange(
         mapping=mapping,
         key=key,
@@ -172,7 +184,7 @@ def change_parse(
         source_time=source_time,
         event_id=event_id,
         raw=change,
-        db_source_time=_db_time(source_time),
+        db_source_time=db_time,
     )
 
 
