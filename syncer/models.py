@@ -62,10 +62,11 @@ class AppliedChange(models.Model):
     sequence = SequenceField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     source_time = models.DateTimeField(null=True, blank=True)
+    # The only secondary index: every reader (dashboard, CloudWatch, retention) filters by
+    # time. No (mapping, key) index: it cost a random index insert per change on the apply's
+    # hot path (issue 17) and nothing looks changes up by key but the admin's substring
+    # search (which no index serves) and tests on small tables.
     applied_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["mapping", "key"])]
 
     def __str__(self) -> str:
         return f"{self.event_name} {self.mapping}:{self.key}@{self.sequence} {self.outcome}"

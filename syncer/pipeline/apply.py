@@ -20,6 +20,7 @@ Guarantees (DESIGN.md invariants 1-3):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,14 +32,14 @@ from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from syncer.models import AppliedChange, FailedChange
+from syncer.models import FailedChange
 from syncer.ops import metrics
+from syncer.pipeline.changelog import changelog_insert
 from syncer.pipeline.stream.contract import EVENT_NAMES, sequence_valid
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.dynamo import image_fetch
 from syncer.store.mysql import db_time as _db_time
 from syncer.store.mysql import rows_write
-from syncer.store.sql import SqlValues, insert_head
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,13 @@ def _source_time(value: Any) -> datetime | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are different keys
+def _source_times(value: int | float) -> tuple[datetime | None, str | None]:
+    # Stream times repeat within a batch (ApproximateCreationDateTime is coarse).
+    source_time = _source_time(value)
+    return source_time, _db_time(source_time)
+
+
 def change_parse(
     *, change: dict[str, Any], fetch_image=None, mappings: dict[str, Mapping] | None = None
 ) -> ParsedChange:
@@ -159,7 +167,12 @@ def change_parse(
         if image is None:
             event = "REMOVE"
     row = mapping.row_from_image(image) if event != "REMOVE" else None
-    source_time = _source_time(change.get("ts"))
+    ts = change.get("ts")
+    if type(ts) in (int, float):
+        source_time, db_time = _source_times(ts)
+    else:
+        source_time = _source_time(ts)
+        db_time = _db_time(source_time)
     return ParsedChange(
         mapping=mapping,
         key=key,
@@ -170,7 +183,7 @@ def change_parse(
         source_time=source_time,
         event_id=event_id,
         raw=change,
-        db_source_time=_db_time(source_time),
+        db_source_time=db_time,
     )
 
 
@@ -322,18 +335,6 @@ def _apply_isolating(items: list[ParsedChange]) -> ApplyResult:
         return result
 
 
-_LOG_COLUMNS = (
-    "mapping",
-    "applied_at",
-    "key",
-    "event_id",
-    "event_name",
-    "sequence",
-    "outcome",
-    "source_time",
-)
-
-
 def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     """One batch of one mapping through the MySQL writer (sequence guard), in one
     transaction and two round trips; the change log rides with the row writes."""
@@ -342,7 +343,14 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     log: list[tuple[str, str, float | None]] = []
 
     def changelog(winners: list[ParsedChange]) -> list[str]:
-        statement, log[:] = _changelog_statement(items, winners, now)
+        # The applied-change log rides in the writer's second round trip.
+        statement, log[:] = changelog_insert(
+            mapping=mapping.name,
+            applied_at=now,
+            db_applied_at=_db_time(now),
+            items=items,
+            winners={id(w) for w in winners},
+        )
         return [statement]
 
     winners = rows_write(mapping=mapping, changes=items, now=now, log=changelog).winners
@@ -356,34 +364,3 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
                 extra={"key": item.key, "sequence": str(item.seq), "event_id": item.event_id},
             )
     return ApplyResult(applied=len(winners), stale=len(items) - len(winners))
-
-
-# --- the applied-change log (one row per change; sent in the writer's second round trip) ---
-
-
-def _changelog_statement(
-    items: list[ParsedChange], winners: list[ParsedChange], now: datetime
-) -> tuple[str, list[tuple[str, str, float | None]]]:
-    """The AppliedChange insert for a batch, and (event, outcome, lag) per change for the
-    metrics."""
-    winner_ids = {id(w) for w in winners}
-    applied, stale = AppliedChange.Outcome.APPLIED.value, AppliedChange.Outcome.STALE.value
-    values = SqlValues()
-    log: list[tuple[str, str, float | None]] = []
-    lead = values.lead(items[0].mapping.name, _db_time(now))
-    for item in items:
-        outcome = applied if id(item) in winner_ids else stale
-        values.add(
-            (
-                item.key,
-                item.event_id[:128],
-                item.event,
-                item.seq,
-                outcome,
-                item.db_source_time,
-            ),
-            lead,
-        )
-        lag = (now - item.source_time).total_seconds() if item.source_time else None
-        log.append((item.event, outcome, lag))
-    return values.sql(insert_head(AppliedChange._meta.db_table, _LOG_COLUMNS)), log

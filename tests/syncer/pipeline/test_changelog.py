@@ -1,14 +1,17 @@
-"""The applied-change log is kept for SYNC_CHANGELOG_RETENTION_HOURS, then pruned."""
+"""The applied-change log: one row per change the apply processed, exactly as processed,
+kept for SYNC_CHANGELOG_RETENTION_HOURS, then pruned."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from syncer.models import AppliedChange
+from syncer.pipeline.apply import changes_apply
 from syncer.pipeline.changelog import changelog_prune
 from syncer.pipeline.tasks import changelog_prune as prune_task
+from tests.syncer.conftest import gadget_change
 
 pytestmark = pytest.mark.django_db
 
@@ -53,3 +56,35 @@ def test_bad_arguments_are_refused():
         changelog_prune(retention=timedelta(0))
     with pytest.raises(ValueError):
         changelog_prune(chunk_size=0)
+
+
+def test_each_change_is_logged_with_its_own_values(gadget_mapping):
+    # The parts a batch's rows share (event, outcome, stream time) are escaped once per batch:
+    # every row must still carry its own, whichever combination comes first.
+    changes_apply(changes=[gadget_change("b", "INSERT", 1)])
+    t1, t2 = 1_700_000_000.25, 1_700_000_100.5
+    batch = [
+        gadget_change("a'1", "INSERT", 10, ts=t1, event_id="e1"),
+        gadget_change("b", "MODIFY", 20, ts=t2, event_id="e2"),
+        gadget_change("a'1", "MODIFY", 5, ts=t1, event_id="e3"),  # older: stale
+        gadget_change("b", "REMOVE", 30, ts=t1, event_id="e4"),
+        gadget_change("c", "INSERT", 99 * 10**30, ts=t2, event_id="e5"),
+    ]
+    batch[4].pop("ts")  # no stream time
+    changes_apply(changes=batch)
+    logged = {
+        r.event_id: (r.key, r.event_name, int(r.sequence), r.outcome, r.source_time)
+        for r in AppliedChange.objects.exclude(sequence=1)
+    }
+
+    def at(ts):
+        return datetime.fromtimestamp(ts, tz=UTC)
+
+    assert logged == {
+        "e1": ("a'1", "INSERT", 10, "applied", at(t1)),
+        "e2": ("b", "MODIFY", 20, "stale", at(t2)),  # the batch's newest for b is e4
+        "e3": ("a'1", "MODIFY", 5, "stale", at(t1)),
+        "e4": ("b", "REMOVE", 30, "applied", at(t1)),
+        "e5": ("c", "INSERT", 99 * 10**30, "applied", None),
+    }
+    assert len({r.applied_at for r in AppliedChange.objects.exclude(sequence=1)}) == 1
