@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
@@ -143,15 +142,17 @@ class Mapping:
         if not isinstance(typed, dict) or len(typed) != 1 or expected not in typed:
             got = next(iter(typed), "?") if isinstance(typed, dict) and typed else repr(typed)
             raise MappingError(f"{fm.attribute}: expected type {expected}, got {got}")
-        try:
-            # boto3's DynamoDB JSON reading ("N" becomes a Decimal in DynamoDB's context).
-            # It costs ~2 us a field more than indexing (row_from_image of a chef: 8.9 ->
-            # 12.8 us), 1-3% of an applied change, below the bench's noise
-            # (bench/apply_throughput.py, 20,000 changes, 0 ms, two runs each:
-            # 2,461 and 5,592 changes/s before, 2,527 and 8,622 after).
-            return _deserialize(typed)
-        except ArithmeticError as exc:
-            raise MappingError(f"{fm.attribute}: not a number: {typed[expected]!r}") from exc
+        # Hand-read, not boto3's TypeDeserializer: that one costs ~4 us a change more
+        # (row_from_image of a chef: 8.9 -> 12.8 us) on the apply's hot path, where issue 17
+        # counts every microsecond, and the type check above is needed anyway (it accepts
+        # any type). Only S and N reach here (the mapping's attribute types).
+        value = typed[expected]
+        if expected == "N":
+            try:
+                return Decimal(value)
+            except ArithmeticError as exc:
+                raise MappingError(f"{fm.attribute}: not a number: {value!r}") from exc
+        return value
 
     def _clean(self, field_name: str, value: Any, *, label: str) -> Any:
         model_field = self.model_field(field_name)
@@ -179,7 +180,6 @@ def _model_field(model_label: str, name: str) -> models.Field:
 
 
 _NULL = {"NULL": True}
-_deserialize = TypeDeserializer().deserialize
 
 
 @functools.cache
