@@ -33,40 +33,30 @@ class Pipeline:
         table: dynamodb.ITable,
         lambda_asset_dir: Path,
     ) -> None:
-        # --- SQS: FIFO change queue (handler -> worker), outbox queue, their DLQs -------
+        # --- SQS: the change, outbox and reconcile queues, each with its DLQ ----------------
         visibility = Duration.seconds(sync.sqs_visibility_timeout)
-        changes = queue_with_dlq(
-            stack,
-            "Sync",
-            queue_name=sync.sync_queue_name,
-            dlq_name=sync.sync_dlq_name,
-            fifo=True,
-            visibility_timeout=visibility,
-            max_receive_count=sync.sqs_max_receive_count,
-        )
-        self.sync_queue, self.sync_dlq = changes.queue, changes.dlq
-        outbox = queue_with_dlq(
-            stack,
-            "Outbox",
-            queue_name=sync.outbox_queue_name,
-            dlq_name=sync.outbox_dlq_name,
-            fifo=False,
-            visibility_timeout=visibility,
-            max_receive_count=sync.sqs_max_receive_count,
-        )
-        self.outbox_queue, self.outbox_dlq = outbox.queue, outbox.dlq
-        # Reconcile's distributed scan/compare tasks and the admin's repair runs: a queue
-        # of their own, so a long reconcile never holds up outbox publishes.
-        reconcile = queue_with_dlq(
-            stack,
-            "Reconcile",
-            queue_name=sync.reconcile_queue_name,
-            dlq_name=sync.reconcile_dlq_name,
-            fifo=False,
-            visibility_timeout=visibility,
-            max_receive_count=sync.sqs_max_receive_count,
-        )
-        self.reconcile_queue, self.reconcile_dlq = reconcile.queue, reconcile.dlq
+        # The change queue (handler -> worker, FIFO); the outbox's; and reconcile's own, for
+        # its distributed tasks and the admin's repair runs, so a long reconcile never holds
+        # up outbox publishes.
+        pairs = {
+            construct_id: queue_with_dlq(
+                stack,
+                construct_id,
+                queue_name=name,
+                dlq_name=dlq_name,
+                fifo=fifo,
+                visibility_timeout=visibility,
+                max_receive_count=sync.sqs_max_receive_count,
+            )
+            for construct_id, name, dlq_name, fifo in (
+                ("Sync", sync.sync_queue_name, sync.sync_dlq_name, True),
+                ("Outbox", sync.outbox_queue_name, sync.outbox_dlq_name, False),
+                ("Reconcile", sync.reconcile_queue_name, sync.reconcile_dlq_name, False),
+            )
+        }
+        self.sync_queue, self.sync_dlq = pairs["Sync"].queue, pairs["Sync"].dlq
+        self.outbox_queue, self.outbox_dlq = pairs["Outbox"].queue, pairs["Outbox"].dlq
+        self.reconcile_queue, self.reconcile_dlq = pairs["Reconcile"].queue, pairs["Reconcile"].dlq
         # Where the event source mapping puts a batch it gave up on (metadata of the
         # shard range, not the records): the operator replays it with the relay/backfill.
         self.stream_failures = encrypted_queue(
