@@ -304,7 +304,7 @@ def test_admin_actions_need_their_own_permission(client, request, audit_action):
 
 
 def _queued_task_names() -> list[str]:
-    """Task names of the messages on the default (outbox) queue, read with boto3."""
+    """Task names of the messages on the reconcile queue (its tasks' own), read with boto3."""
     import base64
     import json
 
@@ -314,7 +314,7 @@ def _queued_task_names() -> list[str]:
 
     names = []
     got = sqs_client().receive_message(
-        QueueUrl=settings.OUTBOX_QUEUE_URL, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        QueueUrl=settings.RECONCILE_QUEUE_URL, MaxNumberOfMessages=10, WaitTimeSeconds=0
     )
     for message in got.get("Messages", []):
         envelope = json.loads(base64.b64decode(message["Body"]))
