@@ -3,15 +3,16 @@
 - Every write to a mapped legacy table gets its entry from the capture triggers, in the
   writer's transaction, so the row and its entry commit together or not at all
   (syncer/outbox/capture.py); Django's legacy services enqueue the publish on commit, other
-  writers' entries are due at once for the sweep. `outbox_record` writes an entry without
-  a row write: a publish asked for by an operator or by reconcile.
+  writers' entries are due at once for the sweep (sweep.py). `record.outbox_record` writes
+  an entry without a row write: a publish asked for by an operator or by reconcile.
 - `outbox_publish` writes the item through syncer.store.dynamo (the mapping's pynamodb
   model), conditioned on the item version the legacy edit was based on. All pending
   entries of one legacy row are published together (the newest values, the oldest base
   version), under row locks, so publishes of one row never race each other.
 - A refused condition is either our own earlier write (a publish that crashed before it
   could record success: same values at base+1) and counts as published, or a conflict: the
-  conflict is recorded with both sides and MySQL is brought back to DynamoDB's state.
+  conflict is recorded with both sides and MySQL is brought back to DynamoDB's state
+  (resync.key_resync).
 - The stream record caused by a publish (the echo) comes back through the normal apply
   path, which writes the same values (no change) and never records outbox entries."""
 
