@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,9 +200,28 @@ def recheck_first(
 ) -> tuple[list[Drift], list[dict[str, Any]]]:
     """The first look after the compare: counts settled keys in `report`, returns the drift
     and the keys still moving (JSON, for the coordinator's next look)."""
-    looks = keys_look(mapping, list(scanned))
-    drifts, deferred = [], []
-    for key, prev in scanned.items():
+    drifts: list[Drift] = []
+    deferred = [
+        {"key": key, "seen": look.dynamo.__dict__}
+        for key, _prev, look, _drift in _looks_judged(
+            mapping, scanned, list(scanned), report=report, drifts=drifts
+        )
+    ]
+    return drifts, deferred
+
+
+def _looks_judged(
+    mapping: Mapping,
+    previous: dict[str, Seen],
+    keys: list[str],
+    *,
+    report: MappingReport,
+    drifts: list[Drift],
+) -> Iterator[tuple[str, Seen, Look, Drift | None]]:
+    """Look at `keys` again and judge each against its previous look: settled keys are
+    counted in `report`, drift goes to `drifts`; the keys still moving are yielded."""
+    looks = keys_look(mapping, keys)
+    for key, prev in previous.items():
         look = looks[key]
         drift = look_drift(look, mapping)
         verdict = _verdict(prev, look, drift)
@@ -211,8 +230,7 @@ def recheck_first(
         elif verdict == "drift":
             drifts.append(drift)
         else:
-            deferred.append({"key": key, "seen": look.dynamo.__dict__})
-    return drifts, deferred
+            yield key, prev, look, drift
 
 
 def recheck_deferred(
@@ -234,17 +252,10 @@ def recheck_deferred(
         if not pending:
             break
         sleep_until(max(s.at for s in pending.values()) + settle)
-        looks = keys_look(mapping, sorted(pending))
         moving: dict[str, Seen] = {}
-        for key, prev in pending.items():
-            look = looks[key]
-            drift = look_drift(look, mapping)
-            verdict = _verdict(prev, look, drift)
-            if verdict == "settled":
-                report.counts["settled"] += 1
-            elif verdict == "drift":
-                drifts.append(drift)
-            elif look.dynamo.at - prev.at <= 2 * settle or look_number == RECHECK_ROUNDS:
+        judged = _looks_judged(mapping, pending, sorted(pending), report=report, drifts=drifts)
+        for key, prev, look, drift in judged:
+            if look.dynamo.at - prev.at <= 2 * settle or look_number == RECHECK_ROUNDS:
                 in_flight.append(drift)
             else:
                 moving[key] = look.dynamo  # the previous look was long ago: once more
