@@ -14,8 +14,7 @@ and keeps its position per shard in MySQL (`ShardCheckpoint`), as the mapping do
 - an expired or trimmed iterator is renewed from the checkpoint; a closed shard read to its
   end is marked finished and its children go on; shards are re-discovered periodically;
 - `stop()` (SIGTERM/SIGINT in the command) ends the loop without checkpointing past
-  records that were not handed on.
-"""
+  records that were not handed on."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,19 +32,31 @@ from django.db import transaction
 from django.utils import timezone
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from syncer.models import FailedChange, ShardCheckpoint
+from syncer.local.records import (
+    ShardState,
+    failed_stream_record_keep,
+    lambda_record,
+    order_parents_first,
+    record_log_fields,
+    record_sequence,
+)
+from syncer.models import ShardCheckpoint
 from syncer.ops import metrics
-from syncer.pipeline.apply import failed_change_keep
 from syncer.registry import registry
 
 logger = logging.getLogger(__name__)
 
+
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
+
 STARTING_POSITIONS = ("TRIM_HORIZON", "LATEST")
+
+
 ITERATOR_LOST_ERRORS = {"ExpiredIteratorException", "TrimmedDataAccessException"}
+
+
 GET_RECORDS_MAX = 1000  # DynamoDB Streams' GetRecords limit
-EVENT_VERSION = "1.1"
 
 
 class RelayError(Exception):
@@ -83,74 +93,6 @@ def default_handler() -> Handler:
     if stream_handler.SENDER.config != stream_handler.HandlerConfig.from_env(environ):
         stream_handler.configure(environ)
     return stream_handler.handler
-
-
-# --- Lambda-shaped records -------------------------------------------------------------
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return round(value.timestamp(), 3)
-    return float(value) if value is not None else None
-
-
-def lambda_record(raw: dict[str, Any], *, stream_arn: str, region: str) -> dict[str, Any]:
-    """A GetRecords record (boto3: datetimes, no eventSourceARN) -> the record Lambda sends."""
-    ddb = dict(raw.get("dynamodb") or {})
-    if "ApproximateCreationDateTime" in ddb:
-        ddb["ApproximateCreationDateTime"] = _epoch(ddb["ApproximateCreationDateTime"])
-    record = {
-        "eventID": raw.get("eventID"),
-        "eventName": raw.get("eventName"),
-        "eventVersion": EVENT_VERSION,
-        "eventSource": "aws:dynamodb",
-        "awsRegion": raw.get("awsRegion") or region,
-        "eventSourceARN": stream_arn,
-        "dynamodb": ddb,
-    }
-    if "userIdentity" in raw:  # TTL deletions carry it
-        record["userIdentity"] = raw["userIdentity"]
-    return record
-
-
-def _seq(record: dict[str, Any]) -> str:
-    return record["dynamodb"]["SequenceNumber"]
-
-
-# --- shards ----------------------------------------------------------------------------
-@dataclass
-class ShardState:
-    table: str
-    stream_arn: str
-    shard_id: str
-    parent_id: str
-    checkpoint: ShardCheckpoint
-    iterator: str | None = None
-    closed: bool = False  # AWS gave an EndingSequenceNumber
-    caught_up: bool = False  # the last read returned nothing new
-
-    @property
-    def label(self) -> str:
-        return f"{self.table}/{self.shard_id}"
-
-
-def order_parents_first(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DescribeStream shards, each after its parent (when the parent is listed)."""
-    by_id = {s["ShardId"]: s for s in shards}
-    ordered: list[dict[str, Any]] = []
-    seen: set[str] = set()
-
-    def visit(shard: dict[str, Any], trail: tuple[str, ...] = ()) -> None:
-        sid = shard["ShardId"]
-        if sid in seen or sid in trail:
-            return
-        parent = by_id.get(shard.get("ParentShardId") or "")
-        if parent is not None:
-            visit(parent, (*trail, sid))
-        seen.add(sid)
-        ordered.append(shard)
-
-    for shard in shards:
-        visit(shard)
-    return ordered
 
 
 @dataclass
@@ -413,7 +355,7 @@ class StreamRelay:
         failures = response.get("batchItemFailures") if isinstance(response, dict) else None
         if not isinstance(failures, list):
             return None, f"stream handler returned an invalid response: {response!r}"[:1000]
-        seqs = {_seq(r) for r in records}
+        seqs = {record_sequence(r) for r in records}
         failed: set[str] = set()
         for item in failures:
             ident = item.get("itemIdentifier") if isinstance(item, dict) else None
@@ -444,29 +386,33 @@ class StreamRelay:
                     if failed is None:
                         first = 0
                     else:
-                        first = min(i for i, r in enumerate(pending) if _seq(r) in failed)
+                        first = min(
+                            i for i, r in enumerate(pending) if record_sequence(r) in failed
+                        )
                     if first:
                         # Everything before the lowest failure was handed on.
                         self._checkpoint(state, pending[:first], batch_size=0)
                         pending = pending[first:]
                     if attempt > self.max_retries:
                         still = (
-                            pending if failed is None else [r for r in pending if _seq(r) in failed]
+                            pending
+                            if failed is None
+                            else [r for r in pending if record_sequence(r) in failed]
                         )
                         self._keep_failed(state, pending, still, error=error, attempts=attempt)
                         return
                     for r in pending:
-                        if failed is None or _seq(r) in failed:
+                        if failed is None or record_sequence(r) in failed:
                             logger.warning(
                                 "shard %s: record %s seq %s key %s failed (attempt %d of %d): %s",
                                 state.label,
                                 r.get("eventID"),
-                                _seq(r),
+                                record_sequence(r),
                                 r["dynamodb"].get("Keys"),
                                 attempt,
                                 self.max_retries + 1,
                                 error,
-                                extra=_log_fields(state, r),
+                                extra=record_log_fields(state, r),
                             )
                     self.stats.retries += 1
                     raise _RetryBatch
@@ -481,7 +427,7 @@ class StreamRelay:
         self, state: ShardState, handed_on: list[dict[str, Any]], *, batch_size: int
     ) -> None:
         cp = state.checkpoint
-        cp.sequence_number = _seq(handed_on[-1])
+        cp.sequence_number = record_sequence(handed_on[-1])
         cp.records_total += len(handed_on)
         if batch_size:
             cp.last_batch_size = batch_size
@@ -530,48 +476,10 @@ class StreamRelay:
                 "shard %s: record %s seq %s key %s kept as a failed change after %d attempts",
                 state.label,
                 record.get("eventID"),
-                _seq(record),
+                record_sequence(record),
                 record["dynamodb"].get("Keys"),
                 attempts,
-                extra=_log_fields(state, record),
+                extra=record_log_fields(state, record),
             )
         self.stats.failed += len(still_failing)
         self._checkpoint(state, pending, batch_size=len(pending))
-
-
-def _log_fields(state: ShardState, record: dict[str, Any]) -> dict[str, Any]:
-    """key, sequence and event_id of a stream record, for structured (JSON) log lines."""
-    keys = record["dynamodb"].get("Keys") or {}
-    try:
-        key = registry.for_table(state.table).key_from_keys(keys)
-    except (LookupError, ValueError):
-        key = str(keys)
-    return {"key": key, "sequence": _seq(record), "event_id": record.get("eventID")}
-
-
-def failed_stream_record_keep(
-    *, record: dict[str, Any], table: str, error: str, attempts: int
-) -> FailedChange:
-    """Keep a Lambda-shaped stream record that the handler could not hand on.
-
-    A record seen again (same eventID) counts its new attempts on the same row."""
-    ddb = record.get("dynamodb") or {}
-    seq = ddb.get("SequenceNumber")
-    mapping_name = key = ""
-    try:
-        mapping = registry.for_table(table)
-        mapping_name = mapping.name
-        key = mapping.key_from_keys(ddb.get("Keys") or {})
-    except (LookupError, ValueError):
-        pass  # kept without them: the payload still has the keys
-    return failed_change_keep(
-        event_id=str(record.get("eventID") or f"{table}:{seq}"),
-        source=FailedChange.Source.STREAM,
-        mapping=mapping_name,
-        key=str(key),
-        event_name=str(record.get("eventName") or ""),
-        sequence=seq,
-        payload=record,
-        error=error,
-        attempts=attempts,
-    )

@@ -24,7 +24,7 @@ import boto3
 import pytest
 from django.conf import settings
 
-from syncer.local.relay import lambda_record
+from syncer.local.records import lambda_record
 from tests.procs import wait_until
 from tests.stores import dynamo_rows, mysql_rows, stream_records
 

@@ -16,7 +16,8 @@ from django.db import connection
 
 from syncer.aws import dynamodb_client, sqs_client
 from syncer.local.provision import table_ensure
-from syncer.local.relay import StreamRelay, default_handler, lambda_record, order_parents_first
+from syncer.local.records import lambda_record, order_parents_first
+from syncer.local.relay import StreamRelay, default_handler
 from syncer.models import FailedChange, ShardCheckpoint
 from syncer.registry import registry
 from tests.conftest import database_url
