@@ -1,21 +1,24 @@
 """What a run does with the drift it found: count and sample it, and repair it in the
-direction asked: to MySQL through the outbox's key resync (the one MySQL writer), to
-DynamoDB through the outbox's conditional item writes (the one DynamoDB writer). A key
-with an outbox entry pending is left to the outbox."""
+direction asked: to MySQL through the outbox's key resync (the one MySQL writer); to
+DynamoDB by a create or delete conditioned on what the scan read (the one DynamoDB writer)
+or, for a row that differs, an outbox publish. A key with an outbox entry pending is left
+to the outbox."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q
 
 from syncer.models import (
     OutboxEntry,
 )
+from syncer.outbox import publish, record, resync
 from syncer.reconcile.report import DRIFT_KINDS, Drift, MappingReport, ReconcileOptions
 from syncer.registry import Mapping
+from syncer.store import dynamo, keystate
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +91,7 @@ def drift_repair(mapping: Mapping, drift: Drift, options: ReconcileOptions) -> t
         return "would_repair", f"would {plan}"
     try:
         if options.repair == "to-mysql" or drift.kind == "tombstoned":
-            from syncer.outbox.resync import key_resync
-
-            key_resync(mapping=mapping, key=drift.key)
+            resync.key_resync(mapping=mapping, key=drift.key)
             return "repaired", plan
         ok = _repair_to_dynamo(mapping, drift)
     except Exception as exc:  # noqa: BLE001 - one bad key must not stop the run
@@ -112,17 +113,15 @@ def drift_repair(mapping: Mapping, drift: Drift, options: ReconcileOptions) -> t
 def _repair_to_dynamo(mapping: Mapping, drift: Drift) -> bool:
     """Make DynamoDB hold the MySQL state of the key, through the outbox's writes, each
     conditioned on what the scan read. False: refused, the item changed since the scan."""
-    from syncer.outbox import publish, record, resync
-
     if drift.kind == "missing_in_mysql":
-        return resync.dynamo_item_delete(mapping=mapping, key=drift.key, base=drift.version)
+        return _item_delete(mapping=mapping, key=drift.key, base=drift.version)
     model = mapping.get_model()
     if drift.kind == "missing_in_dynamo":
         row = model.objects.filter(pk=drift.pk).first()
         if row is None:
             return False
         # "Key absent" condition: an item created after the scan is never overwritten.
-        return resync.dynamo_item_create(mapping=mapping, key=drift.key, instance=row)
+        return _item_create(mapping=mapping, key=drift.key, instance=row)
     # different: a normal outbox publish, based on the version the scan read.
     with transaction.atomic():
         row = model.objects.select_for_update().filter(pk=drift.pk).first()
@@ -135,3 +134,26 @@ def _repair_to_dynamo(mapping: Mapping, drift: Drift) -> bool:
     if outcome == "retry":
         raise RuntimeError("outbox publish failed; the outbox sweep retries it")
     return outcome in ("published", "noop")
+
+
+def _item_create(*, mapping: Mapping, key: str, instance: models.Model) -> bool:
+    """Create the item of `key` from the row's values, only if it is absent (an item created
+    meanwhile is never overwritten). Records the new version. False: it exists."""
+    with transaction.atomic():
+        keystate.key_state_lock(mapping=mapping, key=key)
+        write = dynamo.item_create(
+            mapping=mapping, key=key, values=record.instance_values(mapping, instance)
+        )
+        if write.ok:
+            keystate.key_version_record(mapping=mapping, key=key, version=write.version)
+    return write.ok
+
+
+def _item_delete(*, mapping: Mapping, key: str, base: int | None) -> bool:
+    """Delete the item of `key` only if it is still at version `base`. False: it changed."""
+    with transaction.atomic():
+        keystate.key_state_lock(mapping=mapping, key=key)
+        write = dynamo.item_delete(mapping=mapping, key=key, base=base)
+        if write.ok:
+            keystate.key_version_clear(mapping=mapping, key=key)
+    return write.ok
