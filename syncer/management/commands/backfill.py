@@ -2,19 +2,20 @@
 
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from syncer.aws import DynamoUnavailable
 from syncer.backfill import BackfillError, BackfillResult, backfill_run
+from syncer.management.base import StatusCommand
 from syncer.models import AuditEntry
 from syncer.ops.audit import audit_record, command_actor
 from syncer.ops.progress import Progress
 from syncer.reconcile.report import ReconcileError, mappings_resolve
 
-EXIT_DONE, EXIT_FAILED_ITEMS, EXIT_ERROR = 0, 1, 2
+EXIT_DONE, EXIT_FAILED_ITEMS = 0, 1  # a run that could not go on: EXIT_ERROR (2)
 
 
-class Command(BaseCommand):
+class Command(StatusCommand):
     help = (
         "Load one store from the other for each mapping (default: all). --to mysql scans "
         "DynamoDB into MySQL; --to dynamo writes MySQL rows absent in DynamoDB (rows without "
@@ -37,14 +38,6 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would be read; write nothing."
         )
-
-    def execute(self, *args, **options):
-        # 1 means "some items failed"; a run that could not go on is 2.
-        try:
-            return super().execute(*args, **options)
-        except CommandError as exc:
-            exc.returncode = EXIT_ERROR
-            raise
 
     def handle(self, *args, **options):
         try:

@@ -4,9 +4,10 @@ import json
 import sys
 from contextlib import nullcontext
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from syncer.aws import DynamoUnavailable
+from syncer.management.base import StatusCommand
 from syncer.models import AuditEntry
 from syncer.ops.audit import AuditResult, audited, command_actor
 from syncer.ops.progress import Progress
@@ -20,7 +21,7 @@ from syncer.reconcile.report import (
 )
 from syncer.reconcile.run import reconcile_run
 
-EXIT_IN_SYNC, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+EXIT_IN_SYNC, EXIT_DRIFT = 0, 1  # as with diff; any failure: EXIT_ERROR (2)
 
 KIND_LABELS = {
     "equal": "equal",
@@ -34,7 +35,10 @@ KIND_LABELS = {
 }
 
 
-class Command(BaseCommand):
+class Command(StatusCommand):
+    errors = (ReconcileError, DynamoUnavailable)
+    unexpected_errors = True
+
     help = (
         "Compare each mapped DynamoDB table (parallel Scan) with its MySQL table, field by "
         "field through the mapping, and report what differs; optionally repair it. "
@@ -95,20 +99,6 @@ class Command(BaseCommand):
             "between 2 and 60 (10 when nothing was applied in that hour).",
         )
         parser.add_argument("--format", choices=("text", "json"), default="text")
-
-    def execute(self, *args, **options):
-        # Any failure is exit status 2: 1 means "drift found", as with diff.
-        try:
-            return super().execute(*args, **options)
-        except CommandError as exc:
-            exc.returncode = EXIT_ERROR
-            raise
-        except (ReconcileError, DynamoUnavailable) as exc:
-            raise CommandError(str(exc), returncode=EXIT_ERROR) from exc
-        except Exception as exc:
-            if options.get("traceback"):
-                raise
-            raise CommandError(f"{type(exc).__name__}: {exc}", returncode=EXIT_ERROR) from exc
 
     def handle(self, *args, **options):
         if options["dry_run"] and not options["repair"]:
