@@ -269,7 +269,8 @@ class AppServices:
         image: ecs.ContainerImage,
         run: dict,
     ) -> None:
-        """celery worker on both queues, scaled on the change queue's backlog."""
+        """celery worker on the change, outbox and reconcile queues, scaled on the change
+        queue's backlog."""
         worker_task = ecs.FargateTaskDefinition(
             self._stack,
             "WorkerTask",
@@ -400,7 +401,7 @@ class AppServices:
         )
 
         # One-off operator commands (README: adoption, backfill, reconcile): the worker's
-        # image and role (table reads and writes, both queues), its own log prefix.
+        # image and role (table reads and writes, the three queues), its own log prefix.
         self.ops_task = ecs.FargateTaskDefinition(
             self._stack,
             "OpsTask",
