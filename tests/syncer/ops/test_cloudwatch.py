@@ -10,8 +10,9 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
-from syncer.models import FailedChange, OutboxEntry
+from syncer.models import OutboxEntry
 from syncer.ops import cloudwatch, dashboard
+from tests.factories import FailedChangeFactory, OutboxEntryFactory
 from tests.syncer.ops.test_dashboard import applied
 
 pytestmark = pytest.mark.django_db
@@ -38,20 +39,10 @@ def _fill(now):
     for i in range(3):
         applied(lag=2 + i, ago=10 + i, key=f"recent{i}", now=now)  # in the last minute
     applied(lag=50, ago=600, key="older", now=now)  # applied, but not in this period
-    for i, status in enumerate(["failed", "failed", "replayed"]):
-        FailedChange.objects.create(
-            source="apply",
-            status=status,
-            event_id=f"f{i}",
-            payload={},
-            error="x",
-            first_failed_at=now,
-            last_failed_at=now,
-        )
+    for status in ["failed", "failed", "replayed"]:
+        FailedChangeFactory(status=status, first_failed_at=now)
     for status in ["pending"] * 4 + ["published", "failed"]:
-        OutboxEntry.objects.create(
-            mapping="chef", object_pk="1", op="upsert", values={}, status=status
-        )
+        OutboxEntryFactory(status=status)
 
 
 @override_settings(CLOUDWATCH_METRICS=True, CLOUDWATCH_NAMESPACE=NAMESPACE)

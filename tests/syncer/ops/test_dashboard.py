@@ -12,10 +12,10 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
-from syncer.models import AppliedChange, Conflict, FailedChange, OutboxEntry, ShardCheckpoint
+from syncer.models import AppliedChange, Conflict, ShardCheckpoint
 from syncer.ops import dashboard
 from syncer.ops.views import chart_svg
-from tests.factories import UserFactory
+from tests.factories import FailedChangeFactory, OutboxEntryFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -76,20 +76,10 @@ def test_counts():
     applied(lag=1, key="b", now=now)
     applied(lag=1, key="c", ago=3 * 3600, now=now)
     applied(lag=1, key="d", outcome="stale", now=now)
-    for i, status in enumerate(["failed", "failed", "replayed"]):
-        FailedChange.objects.create(
-            source="apply",
-            status=status,
-            event_id=f"f{i}",
-            payload={},
-            error="x",
-            first_failed_at=now,
-            last_failed_at=now,
-        )
+    for status in ["failed", "failed", "replayed"]:
+        FailedChangeFactory(status=status, first_failed_at=now)
     for status in ["pending", "pending", "published", "failed"]:
-        OutboxEntry.objects.create(
-            mapping="chef", object_pk="1", op="upsert", values={}, status=status
-        )
+        OutboxEntryFactory(status=status)
     for resolved in [False, True]:
         Conflict.objects.create(
             mapping="chef",
