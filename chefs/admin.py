@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
-from chefs import selectors, services
+from chefs import services
 from chefs.mapping import CHEF_MAPPING
 from chefs.models import Chef
 from syncer.ops.admin import has_model_perm
@@ -139,12 +139,19 @@ class ChefAdmin(admin.ModelAdmin):
     def version(self, obj: Chef):
         return getattr(obj, "sync_version", None)
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except services.ChefGone:
+            # Deleted after the form was read: what the admin says of any missing object.
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+
     # Writes go through the services so that they follow the same rules as the APIs.
     def save_model(self, request, obj, form, change):
         if change:
             # The form has already copied its values onto obj; update the stored row.
             services.chef_update(
-                chef=selectors.chef_get(id=obj.pk),
+                chef=obj,  # the service reads the stored row again, under its lock
                 first_name=form.cleaned_data["first_name"],
                 last_name=form.cleaned_data["last_name"],
                 seen_version=form.cleaned_data.get("seen_version"),

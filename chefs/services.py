@@ -53,6 +53,10 @@ def legacy_transaction(fn):
     return run
 
 
+class ChefGone(Exception):
+    """The row was deleted (by the sync or another writer) while the edit was under way."""
+
+
 @legacy_transaction
 def chef_create(*, first_name: str, last_name: str) -> Chef:
     """A new legacy row; it gets its DynamoDB key when it is first published."""
@@ -72,8 +76,12 @@ def chef_update(
     seen_version: int | None = None,
 ) -> Chef:
     """Change the given fields (None keeps a field). `seen_version` is the DynamoDB item
-    version the editor saw, when known: an edit based on an older one is a conflict."""
-    chef = Chef.objects.select_for_update().get(pk=chef.pk)
+    version the editor saw, when known: an edit based on an older one is a conflict.
+    Raises ChefGone when the row no longer exists."""
+    locked = Chef.objects.select_for_update().filter(pk=chef.pk).first()
+    if locked is None:
+        raise ChefGone(f"Chef {chef.pk} was deleted meanwhile.")
+    chef = locked
     changed = []
     if first_name is not None and first_name != chef.first_name:
         chef.first_name = first_name

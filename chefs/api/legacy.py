@@ -134,12 +134,15 @@ class LegacyChefDetailView(APIView):
         data.is_valid(raise_exception=True)
         if data.validated_data.get("id", chef_pk) != chef_pk:
             raise ValidationError({"id": [f"Must be the id in the URL ({chef_pk})."]})
-        chef = services.chef_update(
-            chef=chef,
-            first_name=data.validated_data.get("firstName"),
-            last_name=data.validated_data.get("lastName"),
-            seen_version=data.validated_data.get("version"),
-        )
+        try:
+            chef = services.chef_update(
+                chef=chef,
+                first_name=data.validated_data.get("firstName"),
+                last_name=data.validated_data.get("lastName"),
+                seen_version=data.validated_data.get("version"),
+            )
+        except services.ChefGone as exc:
+            raise NotFound(str(exc)) from exc
         return Response(LegacyChefOutput(chef).data)
 
     @extend_schema(

@@ -166,3 +166,44 @@ def test_sync_filter_offers_in_sync_and_there_is_no_last_name_filter(client, sta
     assert "sync state" in titles and not any("last" in str(t) for t in titles)
     html = client.get("/admin/chefs/chef/").content.decode()
     assert "?sync=in_sync" in html
+
+
+def _delete_from_another_client(chef_pk: int) -> None:
+    """What the worker does when it applies a REMOVE: its own connection, committed."""
+    from django.db import connection
+
+    from tests.conftest import server_connection
+
+    conn = server_connection()
+    try:
+        cur = conn.cursor()
+        cur.execute(f"USE `{connection.settings_dict['NAME']}`")
+        cur.execute("DELETE FROM cheftable WHERE id = %s", [chef_pk])
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_change_of_a_chef_deleted_while_the_form_was_read_is_not_a_500(
+    client, staff_user, monkeypatch, transactional_db
+):
+    from chefs.admin import ChefAdmin
+
+    chef = ChefFactory(first_name="Alton", last_name="Brown")
+    read = ChefAdmin.get_object
+
+    def read_then_deleted(self, request, object_id, from_field=None):
+        obj = read(self, request, object_id, from_field)
+        _delete_from_another_client(chef.pk)
+        return obj
+
+    monkeypatch.setattr(ChefAdmin, "get_object", read_then_deleted)
+    client.force_login(staff_user)
+    response = client.post(
+        f"/admin/chefs/chef/{chef.pk}/change/", {"first_name": "A", "last_name": "B"}
+    )
+    assert response.status_code == 302
+    assert response.url == "/admin/"
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert any("doesn’t exist" in m or "doesn't exist" in m for m in messages), messages
+    assert not Chef.objects.exists()

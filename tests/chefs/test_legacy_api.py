@@ -178,6 +178,25 @@ class TestDetail:
         assert response.status_code == 200
         assert _raw_rows() == ((chef.id, "Bobby", "Flay"),)
 
+    def test_put_on_a_chef_deleted_meanwhile_is_404(self, api_client, monkeypatch):
+        from chefs.api import legacy
+
+        chef = ChefFactory(first_name="Alton", last_name="Brown")
+        read = legacy._get_or_404
+
+        def read_then_deleted(chef_pk):
+            found = read(chef_pk)
+            Chef.objects.filter(pk=chef_pk).delete()  # the worker applied a REMOVE meanwhile
+            return found
+
+        monkeypatch.setattr(legacy, "_get_or_404", read_then_deleted)
+        response = api_client.put(
+            f"/aurora/chefs/{chef.id}", {"firstName": "Bobby", "lastName": "Flay"}, format="json"
+        )
+        assert response.status_code == 404
+        assert "deleted" in response.json()["detail"]
+        assert _raw_rows() == ()
+
     def test_put_needs_both_names(self, api_client):
         chef = ChefFactory(first_name="Alton", last_name="Brown")
         response = api_client.put(f"/aurora/chefs/{chef.id}", {"firstName": "B"}, format="json")
