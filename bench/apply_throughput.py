@@ -145,7 +145,7 @@ def tables_clear() -> None:
         for table in (
             "cheftable",
             "syncer_keystate",
-            "syncer_appliedchange",
+            "syncer_appliedbatch",
             "syncer_failedchange",
         ):
             cur.execute(f"DELETE FROM {table}")

@@ -49,7 +49,7 @@ def _clear() -> None:
 
     sync_writes_mark()  # clearing the tables is not a legacy write
     with connection.cursor() as cur:
-        for table in ("cheftable", "syncer_keystate", "syncer_outboxentry", "syncer_appliedchange"):
+        for table in ("cheftable", "syncer_keystate", "syncer_outboxentry", "syncer_appliedbatch"):
             cur.execute(f"DELETE FROM {table}")
 
 

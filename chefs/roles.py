@@ -21,7 +21,7 @@ _SYNC_VIEW = [
     "syncer.view_conflict",
     "syncer.view_outboxentry",
     "syncer.view_keystate",
-    "syncer.view_appliedchange",
+    "syncer.view_appliedbatch",
     "syncer.view_shardcheckpoint",
     "syncer.view_auditentry",
 ]

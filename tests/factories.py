@@ -5,7 +5,8 @@ from django.utils import timezone
 
 from chefs.models import Chef
 from chefs.roles import roles_ensure
-from syncer.models import FailedChange, OutboxEntry
+from syncer.models import AppliedBatch, FailedChange, OutboxEntry
+from syncer.pipeline.changelog import changelog_fields
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -47,6 +48,32 @@ class OutboxEntryFactory(factory.django.DjangoModelFactory):
     object_pk = "1"
     op = "upsert"
     values = factory.LazyFunction(dict)
+
+
+class AppliedBatchFactory(factory.django.DjangoModelFactory):
+    """A batch of the applied-change log; `lags` (seconds, one applied MODIFY each) builds
+    its entries, and its summary columns follow from them as the apply computes them:
+    AppliedBatchFactory(lags=[0.1, 0.2], applied_at=...)."""
+
+    class Meta:
+        model = AppliedBatch
+        exclude = ("seconds",)
+
+    class Params:
+        seconds = [0.1]
+
+    mapping = "chef"
+    applied_at = factory.LazyFunction(timezone.now)
+    entries = factory.LazyAttributeSequence(
+        lambda o, n: [
+            [f"ev-{n}-{i}", f"k{i}", str(i + 1), "MODIFY", "applied", lag]
+            for i, lag in enumerate(o.seconds)
+        ]
+    )
+    applied = factory.LazyAttribute(lambda o: changelog_fields(o.entries)["applied"])
+    stale = factory.LazyAttribute(lambda o: changelog_fields(o.entries)["stale"])
+    lag_max = factory.LazyAttribute(lambda o: changelog_fields(o.entries)["lag_max"])
+    lags = factory.LazyAttribute(lambda o: changelog_fields(o.entries)["lags"])
 
 
 def user_with_roles(*roles: str, **kwargs):

@@ -69,26 +69,33 @@ def assert_no_drift(*, mappings: list | None = None) -> None:
     ]
 
 
+def log_entries(*, key: str | None = None, outcome: str | None = None) -> list[dict]:
+    """The changes the apply logged (AppliedBatch.entries, as dicts), oldest batch first;
+    only those of `key` and `outcome` when given."""
+    from syncer.models import AppliedBatch
+
+    entries = []
+    for batch in AppliedBatch.objects.order_by("applied_at", "id"):
+        for entry in batch.entry_dicts():
+            if key is not None and entry["key"] != key:
+                continue
+            if outcome is not None and entry["outcome"] != outcome:
+                continue
+            entries.append(entry)
+    return entries
+
+
 def logged_event_ids() -> set[str]:
     """Stream event ids the apply logged (applied or stale)."""
-    from syncer.models import AppliedChange
-
-    return set(AppliedChange.objects.values_list("event_id", flat=True))
+    return {entry["event_id"] for entry in log_entries()}
 
 
 def applied_more_than_once() -> dict[str, int]:
     """Stream event ids the apply logged as applied (not stale) more than once."""
-    from django.db.models import Count
+    from collections import Counter
 
-    from syncer.models import AppliedChange
-
-    rows = (
-        AppliedChange.objects.filter(outcome=AppliedChange.Outcome.APPLIED)
-        .values("event_id")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-    )
-    return {r["event_id"]: r["n"] for r in rows}
+    counts = Counter(entry["event_id"] for entry in log_entries(outcome="applied"))
+    return {event_id: n for event_id, n in counts.items() if n > 1}
 
 
 def _seq(record: dict) -> int:

@@ -4,9 +4,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from syncer.models import (
-    AppliedChange,
+    AppliedBatch,
     AuditEntry,
     Conflict,
     FailedChange,
@@ -157,17 +158,31 @@ class KeyStateAdmin(ReadOnlyAdmin):
     search_fields = ["key"]
 
 
-@admin.register(AppliedChange)
-class AppliedChangeAdmin(ReadOnlyAdmin):
-    list_display = ["applied_at", "mapping", "key", "event_name", "outcome", "sequence", "lag"]
-    list_filter = ["mapping", "event_name", "outcome"]
-    search_fields = ["key", "event_id"]
+@admin.register(AppliedBatch)
+class AppliedBatchAdmin(ReadOnlyAdmin):
+    list_display = ["applied_at", "mapping", "applied", "stale", "lag_max"]
+    list_filter = ["mapping"]
+    # A key or an event id, found inside the batch's entries (substring search).
+    search_fields = ["entries"]
+    search_help_text = "A key or a stream event id in the batch's changes."
     date_hierarchy = "applied_at"
+    fields = ["mapping", "applied_at", "applied", "stale", "lag_max", "changes_table"]
+    readonly_fields = fields
 
-    @admin.display(description="lag (s)")
-    def lag(self, obj: AppliedChange):
-        lag = obj.lag_seconds
-        return None if lag is None else round(lag, 3)
+    @admin.display(description="changes")
+    def changes_table(self, obj: AppliedBatch):
+        header = format_html_join(
+            "", "<th>{}</th>", ((name.replace("_", " "),) for name in AppliedBatch.ENTRY_FIELDS)
+        )
+        body = format_html_join(
+            "",
+            "<tr>{}</tr>",
+            (
+                (format_html_join("", "<td>{}</td>", ((v,) for v in entry)),)
+                for entry in obj.entries
+            ),
+        )
+        return format_html("<table><tr>{}</tr>{}</table>", header, body)
 
 
 @admin.register(ShardCheckpoint)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils import timezone
 
-from syncer.models import AppliedChange
+from syncer.models import AppliedBatch
 from syncer.ops import dashboard
 
 logger = logging.getLogger(__name__)
@@ -68,17 +69,15 @@ def cloudwatch_figures_get(*, now: datetime | None = None) -> list[Datum]:
     now = now or timezone.now()
     period = timedelta(seconds=settings.CLOUDWATCH_METRICS_SECONDS)
     counts = dashboard.counts_get(now=now)
-    applied = AppliedChange.objects.filter(
-        outcome=AppliedChange.Outcome.APPLIED,
-        applied_at__gt=now - period,
-        applied_at__lte=now,
-    ).count()
+    applied = AppliedBatch.objects.filter(
+        applied_at__gt=now - period, applied_at__lte=now
+    ).aggregate(n=Sum("applied"))["n"]
     data = [
         Datum(OUTBOX_BACKLOG, counts.outbox_pending, "Count"),
         Datum(OUTBOX_FAILED, counts.outbox_failed, "Count"),
         Datum(FAILED_CHANGES_OPEN, counts.failed_open, "Count"),
         Datum(CONFLICTS_OPEN, counts.conflicts_open, "Count"),
-        Datum(CHANGES_APPLIED, applied, "Count"),
+        Datum(CHANGES_APPLIED, int(applied or 0), "Count"),
     ]
     lag = dashboard.lag_summary_get(now=now, window=LAG_WINDOW)
     if lag.samples:

@@ -19,7 +19,7 @@ rolled-back batch that is retried is not counted twice.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from django.db import transaction
 from prometheus_client import (
@@ -74,14 +74,12 @@ def _after_commit(func) -> None:
     transaction.on_commit(func)
 
 
-def applied_record(*, mapping: str, items: Iterable[tuple[str, str, float | None]]) -> None:
-    """Count processed changes: (event name, outcome, lag in seconds or None) per change."""
-    counts: dict[tuple[str, str], int] = {}
-    lags: list[float] = []
-    for event, outcome, lag in items:
-        counts[event, outcome] = counts.get((event, outcome), 0) + 1
-        if lag is not None and outcome == "applied":
-            lags.append(max(lag, 0.0))
+def applied_record(
+    *, mapping: str, counts: dict[tuple[str, str], int], lags: dict[float, int]
+) -> None:
+    """Count a batch's processed changes: `counts` per (event name, outcome), `lags` the
+    applied changes' lags in seconds, as value -> how many (a batch has few distinct ones:
+    stream times are coarse)."""
 
     def bump() -> None:
         # One label lookup per (event, outcome) and per batch, not per change.
@@ -89,10 +87,26 @@ def applied_record(*, mapping: str, items: Iterable[tuple[str, str, float | None
             CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome).inc(n)
         if lags:
             histogram = SYNC_LAG.labels(mapping=mapping)
-            for lag in lags:
-                histogram.observe(lag)
+            for lag, n in lags.items():
+                _observe_many(histogram, max(lag, 0.0), n)
 
     _after_commit(bump)
+
+
+def _observe_many(histogram: Histogram, value: float, count: int) -> None:
+    """`count` observations of the same value, as that many observe() calls would record
+    them, in one write per series (in multiprocess mode each write is one to a shared file)."""
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:  # a prometheus-client without these internals: the public way
+        for _ in range(count):
+            histogram.observe(value)
+        return
+    total.inc(value * count)
+    for bound, bucket in zip(bounds, buckets, strict=True):
+        if value <= bound:
+            bucket.inc(count)
+            break
 
 
 def failed_record(*, mapping: str, event: str, source: str) -> None:

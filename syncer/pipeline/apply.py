@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from syncer.models import FailedChange
 from syncer.ops import metrics
-from syncer.pipeline.changelog import changelog_insert
+from syncer.pipeline.changelog import Tally, changelog_insert
 from syncer.pipeline.stream.contract import EVENT_NAMES, sequence_valid
 from syncer.registry import Mapping, MappingError, registry
 from syncer.store.dynamo import image_fetch
@@ -340,11 +340,12 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
     transaction and two round trips; the change log rides with the row writes."""
     mapping = items[0].mapping
     now = timezone.now()
-    log: list[tuple[str, str, float | None]] = []
+    tally = Tally()
 
     def changelog(winners: list[ParsedChange]) -> list[str]:
         # The applied-change log rides in the writer's second round trip.
-        statement, log[:] = changelog_insert(
+        nonlocal tally
+        statement, tally = changelog_insert(
             mapping=mapping.name,
             applied_at=now,
             db_applied_at=_db_time(now),
@@ -355,7 +356,7 @@ def _apply_bulk(items: list[ParsedChange]) -> ApplyResult:
 
     winners = rows_write(mapping=mapping, changes=items, now=now, log=changelog).winners
 
-    metrics.applied_record(mapping=mapping.name, items=log)
+    metrics.applied_record(mapping=mapping.name, counts=tally.counts, lags=tally.lags)
     if logger.isEnabledFor(logging.DEBUG):
         for item in winners:
             logger.debug(

@@ -23,7 +23,7 @@ def gadget_change(
     name: str = "g",
     count: int | None = 1,
     active: bool = True,
-    ts: float = 1_700_000_000.0,
+    ts: float | None = 1_700_000_000.0,
     image: dict | None = None,
     event_id: str | None = None,
 ) -> dict:

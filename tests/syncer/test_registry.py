@@ -25,4 +25,4 @@ def test_text_fast_path_matches_field_clean(gadget_mapping, value):
 def test_fast_path_only_for_plain_text_fields():
     assert _plain_text_limit("testapp.Gadget", "name") == (20, False)
     assert _plain_text_limit("testapp.Gadget", "count") is None  # not text
-    assert _plain_text_limit("syncer.AppliedChange", "outcome") is None  # has choices
+    assert _plain_text_limit("syncer.FailedChange", "status") is None  # has choices

@@ -5,34 +5,39 @@ from __future__ import annotations
 import re
 import time
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
-from syncer.models import AppliedChange, Conflict, ShardCheckpoint
+from syncer.models import Conflict, ShardCheckpoint
 from syncer.ops import dashboard
 from syncer.ops.views import chart_svg
-from tests.factories import FailedChangeFactory, OutboxEntryFactory, UserFactory
+from tests.factories import (
+    AppliedBatchFactory,
+    FailedChangeFactory,
+    OutboxEntryFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def applied(*, lag: float, ago: float = 60.0, outcome="applied", key="k", now=None):
+    """A batch of one change, applied `ago` seconds before `now` with that lag."""
     now = now or timezone.now()
-    at = now - timedelta(seconds=ago)
-    return AppliedChange.objects.create(
-        mapping="chef",
-        key=key,
-        event_id=f"ev-{key}-{lag}-{ago}",
-        event_name="INSERT",
-        sequence=Decimal(1),
-        outcome=outcome,
-        source_time=at - timedelta(seconds=lag),
-        applied_at=at,
-    )
+    entries = [[f"ev-{key}-{lag}-{ago}", key, "1", "INSERT", outcome, lag]]
+    return AppliedBatchFactory(applied_at=now - timedelta(seconds=ago), entries=entries)
+
+
+def test_lag_percentiles_merge_the_batches_counts():
+    """Batches of many changes: the percentiles are those of the changes, not the batches."""
+    now = timezone.now()
+    AppliedBatchFactory(applied_at=now, seconds=[0.1] * 98)
+    AppliedBatchFactory(applied_at=now, seconds=[0.25, 2.0])
+    summary = dashboard.lag_summary_get(now=now)
+    assert (summary.samples, summary.p50, summary.p99, summary.max) == (100, 0.1, 0.25, 2.0)
 
 
 def test_lag_percentiles_over_the_last_hour_only():

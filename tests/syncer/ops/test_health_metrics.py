@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -227,3 +228,35 @@ def test_worker_and_relay_metrics_reach_the_endpoint(
     assert relay_lines, "no JSON sync lines from the relay"
     assert all({"key", "sequence", "event_id"} <= set(line) for line in relay_lines)
     assert any(line["sequence"] for line in relay_lines)
+
+
+@pytest.mark.parametrize("internals", [True, False])
+def test_many_observations_of_one_value_equal_that_many_observes(internals):
+    """The apply observes a batch's lags as value -> count; the histogram must read as if
+    each had been observed alone, with prometheus-client's internals or without them."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from syncer.ops import metrics
+
+    def histogram(registry):
+        return Histogram("lag", "x", ["m"], buckets=(0.1, 1, 5), registry=registry)
+
+    one_by_one, many = CollectorRegistry(), CollectorRegistry()
+    single, batched = histogram(one_by_one).labels(m="a"), histogram(many).labels(m="a")
+    for value, count in ((0.05, 3), (0.7, 2), (3.0, 4), (99.0, 1)):
+        for _ in range(count):
+            single.observe(value)
+        # Without the internals (another prometheus-client), only observe() is there.
+        target = batched if internals else SimpleNamespace(observe=batched.observe)
+        metrics._observe_many(target, value, count)
+
+    def samples(registry):
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert samples(many) == samples(one_by_one)
+    assert ("lag_count", (("m", "a"),), 10.0) in samples(many)

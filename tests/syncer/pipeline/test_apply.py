@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncer.models import AppliedChange, FailedChange, KeyState
+from syncer.models import AppliedBatch, FailedChange, KeyState
 from syncer.pipeline.apply import changes_apply
 from tests.stores import applied_more_than_once
 from tests.syncer.conftest import gadget_change
@@ -117,10 +117,40 @@ def test_database_refusal_is_isolated_by_bisection(gadget_mapping):
 
 def test_bookkeeping_records_source_and_applied_times(gadget_mapping):
     changes_apply(changes=[gadget_change("a", "INSERT", 1, ts=1_700_000_000.5)])
-    log = AppliedChange.objects.get()
-    assert log.source_time == datetime.fromtimestamp(1_700_000_000.5, tz=UTC)
-    assert log.applied_at > log.source_time and log.lag_seconds > 0
+    log = AppliedBatch.objects.get()
+    (entry,) = log.entry_dicts()
+    source_time = datetime.fromtimestamp(1_700_000_000.5, tz=UTC)
+    lag = round((log.applied_at - source_time).total_seconds(), 3)
+    assert entry["lag"] == lag > 0 and log.lag_max == lag
+    assert log.lags == {str(round(lag * 1000)): 1}
     assert KeyState.objects.get().item_version is None
+
+
+def test_one_log_row_per_batch_holds_every_change(gadget_mapping):
+    """A batch logs one row: each change with its outcome, the counts, and the lags of the
+    applied ones only (a change without a stream time has no lag)."""
+    changes = [
+        gadget_change("a", "INSERT", 5, ts=1_700_000_000),
+        gadget_change("a", "MODIFY", 3, ts=1_700_000_000),  # older than 5: stale
+        gadget_change("b", "INSERT", 1, ts=None),
+        gadget_change("c", "REMOVE", 2, ts=1_700_000_001),
+    ]
+    result = changes_apply(changes=changes)
+    assert (result.applied, result.stale) == (3, 1)
+    log = AppliedBatch.objects.get()
+    assert (log.applied, log.stale, log.changes) == (3, 1, 4)
+    by_event = {e["event_id"]: e for e in log.entry_dicts()}
+    logged = {i: (e["key"], e["sequence"], e["event"], e["outcome"]) for i, e in by_event.items()}
+    assert logged == {
+        c["id"]: (c["keys"]["Sku"]["S"], c["seq"], c["event"], "applied") for c in changes
+    } | {changes[1]["id"]: ("a", "3", "MODIFY", "stale")}
+    assert by_event[changes[2]["id"]]["lag"] is None
+    lag_a, lag_c = by_event[changes[0]["id"]]["lag"], by_event[changes[3]["id"]]["lag"]
+    assert log.lag_max == max(lag_a, lag_c) and lag_a == pytest.approx(lag_c + 1, abs=0.002)
+    assert sum(log.lags.values()) == 2  # the stale change and the timeless one add none
+    # A second batch is a second row; the first is untouched.
+    changes_apply(changes=[gadget_change("d", "INSERT", 1)])
+    assert AppliedBatch.objects.count() == 2
 
 
 def _split(sql: str) -> list[str]:
@@ -267,7 +297,7 @@ def test_any_delivery_order_converges(gadget_mapping, history):
     delivered, split = history
     Gadget.objects.all().delete()
     KeyState.objects.all().delete()
-    AppliedChange.objects.all().delete()
+    AppliedBatch.objects.all().delete()
     size = max(1, len(delivered) // split)
     failed = 0
     for start in range(0, len(delivered), size):

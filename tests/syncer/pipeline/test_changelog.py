@@ -1,16 +1,17 @@
-"""The applied-change log: one row per change the apply processed, exactly as processed,
-kept for SYNC_CHANGELOG_RETENTION_HOURS, then pruned."""
+"""The applied-change log: one row per batch the apply processed, holding each of its
+changes exactly as processed, kept for SYNC_CHANGELOG_RETENTION_HOURS, then pruned."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from syncer.models import AppliedChange
+from syncer.models import AppliedBatch
 from syncer.pipeline.apply import changes_apply
-from syncer.pipeline.changelog import changelog_prune
+from syncer.pipeline.changelog import changelog_fields, changelog_prune
 from syncer.pipeline.tasks import changelog_prune as prune_task
+from tests.factories import AppliedBatchFactory
 from tests.syncer.conftest import gadget_change
 
 pytestmark = pytest.mark.django_db
@@ -18,24 +19,14 @@ pytestmark = pytest.mark.django_db
 
 def log_rows(*ages_hours: float) -> None:
     now = timezone.now()
-    AppliedChange.objects.bulk_create(
-        AppliedChange(
-            mapping="chef",
-            key=f"k{i}",
-            event_id=f"ev-{i}",
-            event_name="MODIFY",
-            sequence=i + 1,
-            outcome="applied",
-            applied_at=now - timedelta(hours=age),
-        )
-        for i, age in enumerate(ages_hours)
-    )
+    for i, age in enumerate(ages_hours):
+        AppliedBatchFactory(mapping=f"m{i}", applied_at=now - timedelta(hours=age))
 
 
 def test_rows_past_the_retention_are_deleted_in_chunks():
     log_rows(1, 47, 49, 50, 100, 1000, 2000)
     assert changelog_prune(retention=timedelta(hours=48), chunk_size=2) == 5
-    assert sorted(AppliedChange.objects.values_list("key", flat=True)) == ["k0", "k1"]
+    assert sorted(AppliedBatch.objects.values_list("mapping", flat=True)) == ["m0", "m1"]
     assert changelog_prune(retention=timedelta(hours=48)) == 0
 
 
@@ -43,7 +34,7 @@ def test_the_beat_task_uses_the_setting(settings):
     settings.SYNC_CHANGELOG_RETENTION_HOURS = 2
     log_rows(1, 3)
     assert prune_task() == 1
-    assert list(AppliedChange.objects.values_list("key", flat=True)) == ["k0"]
+    assert list(AppliedBatch.objects.values_list("mapping", flat=True)) == ["m0"]
 
 
 def test_it_is_scheduled():
@@ -59,8 +50,8 @@ def test_bad_arguments_are_refused():
 
 
 def test_each_change_is_logged_with_its_own_values(gadget_mapping):
-    # The parts a batch's rows share (event, outcome, stream time) are escaped once per batch:
-    # every row must still carry its own, whichever combination comes first.
+    """Every change of a batch keeps its own event id, key, sequence number (whole, beyond
+    2**64), event, outcome and lag; quotes and non-ASCII survive the hand-built INSERT."""
     changes_apply(changes=[gadget_change("b", "INSERT", 1)])
     t1, t2 = 1_700_000_000.25, 1_700_000_100.5
     batch = [
@@ -68,23 +59,43 @@ def test_each_change_is_logged_with_its_own_values(gadget_mapping):
         gadget_change("b", "MODIFY", 20, ts=t2, event_id="e2"),
         gadget_change("a'1", "MODIFY", 5, ts=t1, event_id="e3"),  # older: stale
         gadget_change("b", "REMOVE", 30, ts=t1, event_id="e4"),
-        gadget_change("c", "INSERT", 99 * 10**30, ts=t2, event_id="e5"),
+        gadget_change('c\\é"', "INSERT", 99 * 10**30, ts=t2, event_id="e5"),
     ]
     batch[4].pop("ts")  # no stream time
     changes_apply(changes=batch)
+    log = AppliedBatch.objects.order_by("id").last()
+    lag = {e["event_id"]: e["lag"] for e in log.entry_dicts()}
     logged = {
-        r.event_id: (r.key, r.event_name, int(r.sequence), r.outcome, r.source_time)
-        for r in AppliedChange.objects.exclude(sequence=1)
+        e["event_id"]: (e["key"], e["event"], int(e["sequence"]), e["outcome"])
+        for e in log.entry_dicts()
     }
-
-    def at(ts):
-        return datetime.fromtimestamp(ts, tz=UTC)
-
     assert logged == {
-        "e1": ("a'1", "INSERT", 10, "applied", at(t1)),
-        "e2": ("b", "MODIFY", 20, "stale", at(t2)),  # the batch's newest for b is e4
-        "e3": ("a'1", "MODIFY", 5, "stale", at(t1)),
-        "e4": ("b", "REMOVE", 30, "applied", at(t1)),
-        "e5": ("c", "INSERT", 99 * 10**30, "applied", None),
+        "e1": ("a'1", "INSERT", 10, "applied"),
+        "e2": ("b", "MODIFY", 20, "stale"),  # the batch's newest for b is e4
+        "e3": ("a'1", "MODIFY", 5, "stale"),
+        "e4": ("b", "REMOVE", 30, "applied"),
+        "e5": ('c\\é"', "INSERT", 99 * 10**30, "applied"),
     }
-    assert len({r.applied_at for r in AppliedChange.objects.exclude(sequence=1)}) == 1
+    expected = (log.applied_at.timestamp() - t1, log.applied_at.timestamp() - t2)
+    assert lag["e1"] == lag["e3"] == lag["e4"] == pytest.approx(expected[0], abs=0.001)
+    assert lag["e2"] == pytest.approx(expected[1], abs=0.001) and lag["e5"] is None
+    assert (log.applied, log.stale) == (3, 2)
+    assert log.lags == {str(round(lag["e1"] * 1000)): 2}  # e1 and e4; stale and timeless: none
+    assert log.lag_max == lag["e1"]
+
+
+def test_fields_summarise_the_entries():
+    entries = [
+        ["a", "k1", "1", "MODIFY", "applied", 0.25],
+        ["b", "k2", "2", "MODIFY", "applied", 0.25],
+        ["c", "k3", "3", "INSERT", "applied", 1.5],
+        ["d", "k4", "4", "MODIFY", "stale", 9.0],
+        ["e", "k5", "5", "REMOVE", "applied", None],
+    ]
+    assert changelog_fields(entries) == {
+        "applied": 4,
+        "stale": 1,
+        "lag_max": 1.5,
+        "lags": {"250": 2, "1500": 1},
+    }
+    assert changelog_fields([]) == {"applied": 0, "stale": 0, "lag_max": None, "lags": {}}

@@ -251,20 +251,17 @@ def test_rule5_without_versions_uses_the_stream_time_of_the_applied_change(db, a
 
 
 def test_settle_default_follows_the_measured_lag(db, settings):
-    from datetime import timedelta
 
-    from syncer.models import AppliedChange
+    from syncer.models import AppliedBatch
+    from tests.factories import AppliedBatchFactory
 
     settings.RECONCILE_SETTLE_SECONDS = None
     assert settle_default() == recheck.SETTLE_UNMEASURED
     now = timezone.now()
-    for lag in (0.1, 0.2, 1.5):
-        AppliedChange.objects.create(
-            mapping="chef", key="k", event_name="MODIFY", sequence=1, outcome="applied",
-            source_time=now - timedelta(seconds=lag), applied_at=now,
-        )  # fmt: skip
+    AppliedBatchFactory(applied_at=now, seconds=[0.1, 0.2, 1.5])
     assert settle_default() == pytest.approx(4 * 1.5)  # 4 x p99
-    AppliedChange.objects.update(source_time=now - timedelta(seconds=100))
+    AppliedBatch.objects.all().delete()
+    AppliedBatchFactory(applied_at=now, seconds=[100.0])
     assert settle_default() == recheck.SETTLE_MAX
     settings.RECONCILE_SETTLE_SECONDS = 1.25
     assert settle_default() == 1.25
