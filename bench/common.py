@@ -144,6 +144,26 @@ def round_trip_ms(samples: int = 100) -> float:
         return (time.perf_counter() - start) / samples * 1000
 
 
+def database_quiesce(*, timeout: float = 60.0, below: int = 200) -> None:
+    """Wait until InnoDB has purged the row versions that earlier runs deleted (its history
+    list), so a run does not pay for the purge of the run before it: with 2 cores, the
+    purge threads compete with whatever is measured next. Both engines report the length in
+    information_schema.INNODB_METRICS (trx_rseg_history_len, on by default)."""
+    from django.db import connection
+
+    query = (
+        "SELECT `count` FROM information_schema.INNODB_METRICS WHERE name = 'trx_rseg_history_len'"
+    )
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute(query)
+            row = cur.fetchone()
+            if row is None or row[0] < below:
+                return
+            time.sleep(0.1)
+
+
 # --- timing and figures -----------------------------------------------------------------
 
 

@@ -4,8 +4,9 @@ Starts its own moto server, scratch database, worker and relay. First measures m
 ceiling for the same writes alone (no relay, no worker: the local limit), then writes at a
 steady rate for `--duration` seconds per `--rate` and reports the sustained apply rate and
 the lag from the stream record's creation time (ApproximateCreationDateTime, ms precision)
-to the apply transaction (AppliedChange.applied_at, taken inside the transaction that
-commits the row; the commit follows within the same message, a few ms).
+to the apply transaction (AppliedBatch.applied_at, taken inside the transaction that
+commits the row; the commit follows within the same message, a few ms; each change's lag
+is in its batch's entries, to the ms).
 
 Run: `python bench/end_to_end.py` (see --help); `make bench` runs it with defaults.
 """
@@ -87,10 +88,18 @@ def steady_write(*, rate: float, seconds: float, prefix: str, keys: int) -> tupl
     return n, n / (time.monotonic() - start)
 
 
-def applied_since(prefix: str):
-    from syncer.models import AppliedChange
+def logged(prefix: str) -> list[tuple[str, float | None, object]]:
+    """(event id, lag in s, applied_at) of each logged change of the prefix's keys, in the
+    order the worker applied them (AppliedBatch.entries)."""
+    from syncer.models import AppliedBatch
 
-    return AppliedChange.objects.filter(key__startswith=f"{prefix}#")
+    out = []
+    batches = AppliedBatch.objects.filter(entries__icontains=f"{prefix}#")
+    for batch in batches.order_by("applied_at", "id"):
+        for entry in batch.entry_dicts():
+            if entry["key"].startswith(f"{prefix}#") and entry["lag"] is not None:
+                out.append((entry["event_id"], entry["lag"], batch.applied_at))
+    return out
 
 
 def wait_for(predicate, *, timeout: float, what: str):
@@ -108,22 +117,19 @@ def measure(*, rate: float, prefix: str, args) -> tuple[tuple, str]:
     writes, achieved = steady_write(rate=rate, seconds=args.duration, prefix=prefix, keys=args.keys)
     written_at = time.monotonic()
     wait_for(
-        lambda: applied_since(prefix).values("event_id").distinct().count() >= writes,
+        lambda: len({event_id for event_id, _, _ in logged(prefix)}) >= writes,
         timeout=max(120.0, args.duration * 2),
         what=f"{writes} changes at {rate:g}/s",
     )
     drain = time.monotonic() - written_at
-    log = list(
-        applied_since(prefix)
-        .order_by("applied_at")
-        .values_list("event_id", "source_time", "applied_at")
-    )
+    log = logged(prefix)
     first: dict[str, float] = {}  # the first application of each change (not redeliveries)
-    for event_id, source_time, applied_at in log:
+    for event_id, lag, _ in log:
         if event_id not in first:
-            first[event_id] = (applied_at - source_time).total_seconds()
+            first[event_id] = lag
     lags = list(first.values())
-    span = (log[-1][2] - min(s for _, s, _ in log)).total_seconds()
+    # From the first stream record's time to the last apply.
+    span = max(a for _, _, a in log).timestamp() - min(a.timestamp() - g for _, g, a in log)
     p99 = common.percentile(lags, 99)
     row = (
         f"{rate:g}",
@@ -245,7 +251,7 @@ def main() -> None:
                 },
             )
             wait_for(
-                lambda g=groups: applied_since(f"Warm{g}").exists(),
+                lambda g=groups: logged(f"Warm{g}"),
                 timeout=90,
                 what="warm-up change",
             )

@@ -68,7 +68,7 @@ def test_apply_throughput(transactional_db):
     tables = run_bench(
         "apply_throughput.py",
         *("--changes", "400", "--keys", "80", "--groups", "4", "--naive-changes", "60"),
-        *("--rtt-ms", "0", "--rtt-ms", "1", "--count-messages", "4"),
+        *("--rtt-ms", "0", "--rtt-ms", "1", "--count-messages", "4", "--repeat", "2"),
     )
     rows = tables["Apply throughput"]
     label = "4 group(s), 25 changes/message"
