@@ -37,6 +37,19 @@ def roles_update(apps, schema_editor):
 def roles_revert(apps, schema_editor):
     from chefs.roles import roles_ensure
 
+    # AppliedChange comes back only when syncer/0009 is reversed, after this: its view
+    # permission cannot be created from the models here (create_permissions), and it is gone
+    # once the stale content types were removed (or the tables flushed), so make it.
+    content_type_model = apps.get_model("contenttypes", "ContentType")
+    permission_model = apps.get_model("auth", "Permission")
+    content_type, _ = content_type_model.objects.get_or_create(
+        app_label="syncer", model="appliedchange"
+    )
+    permission_model.objects.get_or_create(
+        content_type=content_type,
+        codename="view_appliedchange",
+        defaults={"name": "Can view applied change"},
+    )
     previous = {
         name: ["syncer.view_appliedchange" if p == "syncer.view_appliedbatch" else p for p in perms]
         for name, perms in ROLES.items()
