@@ -524,7 +524,7 @@ def main() -> None:
             for name, (per_message, where) in trips.items():
                 notes.append(f"{label}, {name}: {per_message:.2f} round trips/message: {where}")
             for rtt in rtts:
-                proxy = common.database_proxy(rtt_ms=rtt) if rtt else None
+                proxy = common.DelayProcess(rtt_ms=rtt) if rtt else None
                 try:
                     common.database_route(proxy)
                     if rtt not in rtt_seen:

@@ -120,6 +120,49 @@ def database_proxy(*, rtt_ms: float = 0.0):
     return TcpProxy(DEFAULT_DB_HOST, DEFAULT_DB_PORT, rtt_ms=rtt_ms).start()
 
 
+_DELAY_PROCESS = """
+import sys
+from tests.proxy import TcpProxy
+proxy = TcpProxy(sys.argv[1], int(sys.argv[2]), rtt_ms=float(sys.argv[3])).start()
+print(proxy.port, flush=True)
+sys.stdin.read()  # until the bench closes it, or exits
+proxy.stop()
+"""
+
+
+class DelayProcess:
+    """The delaying proxy in a process of its own, for timed runs: the network to Aurora
+    is not in the client's process, so the proxy's Python must not share the measured
+    process's GIL (in-process, its thread slowed the CPU-heavier paths more than the
+    others). Counting round trips needs the in-process `database_proxy`."""
+
+    def __init__(self, *, rtt_ms: float) -> None:
+        import subprocess
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _DELAY_PROCESS, DEFAULT_DB_HOST, str(DEFAULT_DB_PORT),
+             str(rtt_ms)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"the delaying proxy did not start: {line!r}")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        if self._proc.stdin and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait()
+
+
 def database_route(proxy=None) -> None:
     """Send this process's Django connection through `proxy`, or straight to MariaDB."""
     from django.db import connection

@@ -10,10 +10,11 @@ worker in its own process with its own connection, all starting together.
 Two tables:
 
 - **scale-out**: N = 1, 2, 4, 8 (`--workers`) at each `--rtt-ms` (0: loopback; 1: a
-  delaying proxy in each worker adds 1 ms to every statement, as a network to Aurora does),
+  delaying proxy per worker, a process of its own, adds 1 ms to every statement, as a
+  network to Aurora does),
   with `--groups` 8 and `--relay-batch` 200 (about 25 changes a message, the production
   shape). Reports changes/s, the efficiency rate(N) / (N x rate(1)) and where the CPU went
-  during the run: MariaDB's server process, the workers (with their proxies), and the
+  during the run: MariaDB's server process, the workers, and the
   whole machine (other processes included), so the first resource to saturate shows.
 - **FIFO groups**: `SYNC_MESSAGE_GROUPS` 4, 16, 64 (`--sweep-groups`) with relay batches of
   100 and 1,000 (`--sweep-batches`): changes per message, and the rate of 1 worker and of
@@ -60,7 +61,7 @@ def worker_main(database: str, rtt_ms: float, messages: list[list[dict]], ready,
     common.django_setup(database=database, migrate=False)
     from syncer.pipeline.apply import TransientApplyError, changes_apply
 
-    proxy = common.database_proxy(rtt_ms=rtt_ms) if rtt_ms else None
+    proxy = common.DelayProcess(rtt_ms=rtt_ms) if rtt_ms else None
     common.database_route(proxy)
     # Connected and warm before the clock starts: a change in and out on a key of its own
     # (the first apply in a process builds the mapping's statements and caches).
@@ -332,7 +333,8 @@ def main() -> None:
         )
         notes.append(
             "CPU in cores (CPU seconds / wall seconds) during the run: MariaDB's server "
-            "process; the workers (Python, MySQLdb, and their proxy threads when rtt > 0); "
+            "process; the workers (Python, MySQLdb; each worker's delaying proxy is a process of "
+            "its own when rtt > 0, counted only in machine busy); "
             "machine busy = all cores, every process on the machine; retried messages: "
             "applies rolled back by a transient error (deadlock) and applied again, as the "
             f"worker's task retries them; best of {args.repeat} run(s) per point"

@@ -75,18 +75,34 @@ class Mapping:
     def key_from_keys(self, keys: dict[str, dict[str, Any]]) -> str:
         """The key value from a stream record's `Keys` (DynamoDB JSON)."""
         typed = keys.get(self.key_attribute) if isinstance(keys, dict) else None
-        if not isinstance(typed, dict) or set(typed) != {"S"} or not isinstance(typed["S"], str):
+        value = typed.get("S") if type(typed) is dict and len(typed) == 1 else None
+        if type(value) is not str:
             raise MappingError(
                 f"unknown key shape: expected {{{self.key_attribute!r}: {{'S': ...}}}}, "
                 f"got {keys!r}"[:500]
             )
-        return self._clean(self.key_field, typed["S"], label=self.key_attribute)
+        plain = _plain_text_limit(self.model, self.key_field)
+        if plain is not None and len(value) <= plain[0] and (value or plain[1]):
+            return value  # what _clean would return, without its calls (hot path)
+        return self._clean(self.key_field, value, label=self.key_attribute)
 
     def row_from_image(self, image: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Model field values from a stream image (DynamoDB JSON); raises MappingError."""
         if not isinstance(image, dict):
             raise MappingError("image is missing")
-        return {fm.field: self._field_from_image(fm, image) for fm in self.fields}
+        row = {}
+        for fm, plain in _field_plans(self):
+            # Hot path of every applied change: a plain text attribute that _field_from_image
+            # would accept unchanged is taken here, without its three calls; anything else
+            # (other types, a value to check or refuse) goes the whole way.
+            if plain is not None:
+                typed = image.get(fm.attribute)
+                value = typed.get("S") if type(typed) is dict and len(typed) == 1 else None
+                if type(value) is str and len(value) <= plain[0] and (value or plain[1]):
+                    row[fm.field] = value
+                    continue
+            row[fm.field] = self._field_from_image(fm, image)
+        return row
 
     def image_errors(self, image: dict[str, dict[str, Any]]) -> dict[str, str]:
         """Per attribute, why this item (DynamoDB JSON) does not fit the mapping: what
@@ -180,6 +196,21 @@ def _model_field(model_label: str, name: str) -> models.Field:
 
 
 _NULL = {"NULL": True}
+
+
+@functools.cache
+def _field_plans(mapping: Mapping) -> tuple[tuple[FieldMap, tuple[float, bool] | None], ...]:
+    """Per field map: the plain-text limit when the attribute must arrive as S and its field
+    is plain text (see _plain_text_limit), else None."""
+    return tuple(
+        (
+            fm,
+            _plain_text_limit(mapping.model, fm.field)
+            if _expected_type(mapping.model, fm.field) == "S"
+            else None,
+        )
+        for fm in mapping.fields
+    )
 
 
 @functools.cache
