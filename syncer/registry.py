@@ -68,6 +68,21 @@ class Mapping:
             raise LookupError(f"mapping {self.name!r} declares no pynamodb model")
         return import_string(self.dynamo_model)
 
+    @functools.cached_property
+    def _field_plans(self) -> tuple[tuple[FieldMap, tuple[float, bool] | None], ...]:
+        """Per field map: the plain-text limit when the attribute must arrive as S and its
+        field is plain text (see _plain_text_limit), else None. Kept on the instance (not
+        a cache keyed by the mapping: hashing a frozen dataclass hashes every field)."""
+        return tuple(
+            (
+                fm,
+                _plain_text_limit(self.model, fm.field)
+                if _expected_type(self.model, fm.field) == "S"
+                else None,
+            )
+            for fm in self.fields
+        )
+
     def model_field(self, name: str) -> models.Field:
         return _model_field(self.model, name)
 
@@ -91,7 +106,7 @@ class Mapping:
         if not isinstance(image, dict):
             raise MappingError("image is missing")
         row = {}
-        for fm, plain in _field_plans(self):
+        for fm, plain in self._field_plans:
             # Hot path of every applied change: a plain text attribute that _field_from_image
             # would accept unchanged is taken here, without its three calls; anything else
             # (other types, a value to check or refuse) goes the whole way.
@@ -196,21 +211,6 @@ def _model_field(model_label: str, name: str) -> models.Field:
 
 
 _NULL = {"NULL": True}
-
-
-@functools.cache
-def _field_plans(mapping: Mapping) -> tuple[tuple[FieldMap, tuple[float, bool] | None], ...]:
-    """Per field map: the plain-text limit when the attribute must arrive as S and its field
-    is plain text (see _plain_text_limit), else None."""
-    return tuple(
-        (
-            fm,
-            _plain_text_limit(mapping.model, fm.field)
-            if _expected_type(mapping.model, fm.field) == "S"
-            else None,
-        )
-        for fm in mapping.fields
-    )
 
 
 @functools.cache
