@@ -156,6 +156,7 @@ def run(
     shares = [s for s in shares if s]  # fewer groups than workers: the rest would idle
 
     tables_clear()
+    common.database_quiesce()  # the previous run's deletes purged before this one starts
     from django.db import connections
 
     connections.close_all()  # no connection held across the children's run

@@ -117,7 +117,7 @@ class TcpProxy:
 
     def _pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
         a, b = pair
-        framer = _CommandFramer()
+        framer = CommandFramer()
         sel = selectors.DefaultSelector()
         try:
             sel.register(a, selectors.EVENT_READ, b)
@@ -153,7 +153,7 @@ class TcpProxy:
                     s.close()
 
 
-class _CommandFramer:
+class CommandFramer:
     """Follows the client's MySQL packets (3-byte length, 1-byte sequence id) across recv()
     chunks and notes the packets that start a command (sequence id 0), with the first
     bytes of each. The handshake reply has sequence id 1, and a packet over 16 MB continues
@@ -200,7 +200,7 @@ def command_kind(head: bytes) -> str:
         )
     text = head[1:].decode("utf-8", "replace").replace("`", "")
     labels = [_statement_kind(part.split()) for part in text.split(";") if part.strip()]
-    if len(head) >= _CommandFramer.HEAD_BYTES and len(labels) > 1:
+    if len(head) >= CommandFramer.HEAD_BYTES and len(labels) > 1:
         labels.append("...")
     return "; ".join(labels) or "empty query"
 

@@ -18,6 +18,7 @@ rolled-back batch that is retried is not counted twice.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 
@@ -82,15 +83,26 @@ def applied_record(
     stream times are coarse)."""
 
     def bump() -> None:
-        # One label lookup per (event, outcome) and per batch, not per change.
         for (event, outcome), n in counts.items():
-            CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome).inc(n)
+            _applied_series(mapping, event, outcome).inc(n)
         if lags:
-            histogram = SYNC_LAG.labels(mapping=mapping)
+            histogram = _lag_series(mapping)
             for lag, n in lags.items():
                 _observe_many(histogram, max(lag, 0.0), n)
 
     _after_commit(bump)
+
+
+# A labelled series is the same object for as long as the process lives; labels() checks
+# and locks on every call, a few times per applied batch.
+@functools.lru_cache(maxsize=1024)
+def _applied_series(mapping: str, event: str, outcome: str):
+    return CHANGES_APPLIED.labels(mapping=mapping, event=event, outcome=outcome)
+
+
+@functools.lru_cache(maxsize=256)
+def _lag_series(mapping: str):
+    return SYNC_LAG.labels(mapping=mapping)
 
 
 def _observe_many(histogram: Histogram, value: float, count: int) -> None:
