@@ -460,6 +460,12 @@ def count_round_trips(runs: dict, *, messages: int) -> dict[str, tuple[float, st
     return out
 
 
+def _verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return f" (target >= {target}: {'met' if ratio >= target else 'not met'})"
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--changes", type=int, default=50_000)
@@ -561,16 +567,17 @@ def main() -> None:
                 )
                 raw_p, floor_p = timings["raw upsert, packed"], timings["guarded floor, packed"]
                 target = 0.9 if rtt >= 1 else 0.85 if rtt == 0 else None
-                verdict = ""
-                if target is not None:
-                    met = floor_p / apply_s >= target
-                    verdict = f" (target >= {target}: {'met' if met else 'not met'})"
+
+                # The target is against its guarded floor (a statement a round trip);
+                # the packed floor, the least any guarded apply can send, is the stricter.
                 notes.append(
-                    f"{label}, {rtt:g} ms: apply / guarded floor, packed = "
-                    f"**{floor_p / apply_s:.2f}**{verdict}; apply / guarded floor (a statement "
-                    f"a round trip) = {floor_s / apply_s:.2f}; apply / raw upsert, packed = "
-                    f"{raw_p / apply_s:.2f}; guarded floor / raw upsert: packed "
-                    f"{raw_p / floor_p:.2f}, a statement a round trip {raw_s / floor_s:.2f}"
+                    f"{label}, {rtt:g} ms: apply / guarded floor = **{floor_s / apply_s:.2f}**"
+                    f"{_verdict(floor_s / apply_s, target)}; apply / guarded floor, packed = "
+                    f"**{floor_p / apply_s:.2f}**{_verdict(floor_p / apply_s, target)}; "
+                    f"apply / raw upsert, packed = {raw_p / apply_s:.2f}; guarded floor / raw "
+                    "upsert: "
+                    f"packed {raw_p / floor_p:.2f}, a statement a round trip "
+                    f"{raw_s / floor_s:.2f}"
                 )
                 orm_s = timings["ORM guarded floor"]
                 notes.append(

@@ -160,30 +160,26 @@ def change_parse(
     if not sequence_valid(seq_text):
         raise MappingError(f"bad sequence number {seq_text!r}")
     key = mapping.key_from_keys(change.get("keys") or {})
-    image = change.get("image")
-    if event != "REMOVE" and change.get("fetch"):
-        # The record was too large to carry: the current item is at least as new.
-        image = (fetch_image or image_fetch)(mapping=mapping, keys=change["keys"])
-        if image is None:
-            event = "REMOVE"
-    row = mapping.row_from_image(image) if event != "REMOVE" else None
+    row = version = None  # REMOVE
+    if event != "REMOVE":
+        image = change.get("image")
+        if change.get("fetch"):
+            # The record was too large to carry: the current item is at least as new.
+            image = (fetch_image or image_fetch)(mapping=mapping, keys=change["keys"])
+            if image is None:
+                event = "REMOVE"
+        if event != "REMOVE":
+            row = mapping.row_from_image(image)
+            version = mapping.version_from_image(image)
     ts = change.get("ts")
     if type(ts) in (int, float):
         source_time, db_time = _source_times(ts)
     else:
         source_time = _source_time(ts)
         db_time = _db_time(source_time)
+    # Positional: the dataclass's field order (cheaper than keywords, once per change).
     return ParsedChange(
-        mapping=mapping,
-        key=key,
-        event=event,
-        seq=int(seq_text),
-        row=row,
-        version=mapping.version_from_image(image) if event != "REMOVE" else None,
-        source_time=source_time,
-        event_id=event_id,
-        raw=change,
-        db_source_time=db_time,
+        mapping, key, event, int(seq_text), row, version, source_time, event_id, change, db_time
     )
 
 

@@ -133,17 +133,21 @@ def _row_statements(mapping: Mapping, winners: list[Any]) -> list[str]:
     if upserts:
         head, tail, preps = _upsert_parts(mapping)
         attrs = [fm.field for fm in mapping.fields]
-        for w in upserts:
-            row = w.row
-            values.add(
-                (
-                    w.key,
-                    *(
-                        row.get(a) if prep is None else prep(row.get(a))
-                        for a, prep in zip(attrs, preps, strict=True)
-                    ),
+        if not any(preps):  # text columns only: the values go as they are (hot path)
+            for w in upserts:
+                values.add((w.key, *map(w.row.get, attrs)))
+        else:
+            for w in upserts:
+                row = w.row
+                values.add(
+                    (
+                        w.key,
+                        *(
+                            row.get(a) if prep is None else prep(row.get(a))
+                            for a, prep in zip(attrs, preps, strict=True)
+                        ),
+                    )
                 )
-            )
         writes.append(values.sql(head, tail))
     if removes:
         model = mapping.get_model()
