@@ -323,7 +323,7 @@ def main() -> None:
                 if rtt == 1 and r["workers"] == 4:
                     verdict = "met" if efficiency >= 0.7 else "not met"
                     notes.append(
-                        f"efficiency at 4 workers, 1 ms: **{efficiency:.2f}** (target >= 0.7: "
+                        f"efficiency at 4 workers, 1 ms: **{efficiency:.3f}** (target >= 0.7: "
                         f"{verdict})"
                     )
         notes.append(
