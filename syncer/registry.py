@@ -96,9 +96,6 @@ class Mapping:
                 f"unknown key shape: expected {{{self.key_attribute!r}: {{'S': ...}}}}, "
                 f"got {keys!r}"[:500]
             )
-        plain = _plain_text_limit(self.model, self.key_field)
-        if plain is not None and len(value) <= plain[0] and (value or plain[1]):
-            return value  # what _clean would return, without its calls (hot path)
         return self._clean(self.key_field, value, label=self.key_attribute)
 
     def row_from_image(self, image: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -186,11 +183,11 @@ class Mapping:
         return value
 
     def _clean(self, field_name: str, value: Any, *, label: str) -> Any:
-        model_field = self.model_field(field_name)
         limit = _plain_text_limit(self.model, field_name)
         # Hot path of every applied and reconciled change: a string that Field.clean would
-        # return unchanged is accepted without it (about 10x cheaper); anything else,
-        # including every value that fails, goes through clean() for its exact message.
+        # return unchanged is accepted without it (about 10x cheaper), and without looking
+        # the field up; anything else, including every value that fails, goes through
+        # clean() for its exact message.
         if (
             limit is not None
             and type(value) is str
@@ -199,7 +196,7 @@ class Mapping:
         ):
             return value
         try:
-            return model_field.clean(value, None)
+            return self.model_field(field_name).clean(value, None)
         except ValidationError as exc:
             raise MappingError(f"{label}: {'; '.join(exc.messages)}") from exc
 

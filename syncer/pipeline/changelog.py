@@ -60,7 +60,7 @@ def changelog_fields(entries: list[list[Any]]) -> dict[str, Any]:
         lag = entry[5]
         if lag is not None:
             lag_max = lag if lag_max is None else max(lag_max, lag)
-            ms = str(round(lag * 1000))
+            ms = _lag_key(lag)
             lags[ms] = lags.get(ms, 0) + 1
     return {"applied": applied, "stale": stale, "lag_max": lag_max, "lags": lags}
 
@@ -112,11 +112,16 @@ def changelog_insert(
             applied_n,
             len(entries) - applied_n,
             max(lags) if lags else None,
-            _json({str(round(lag * 1000)): n for lag, n in lags.items()}),
+            _json({_lag_key(lag): n for lag, n in lags.items()}),
             _json(entries),
         )
     )
     return values.sql(insert_head(AppliedBatch._meta.db_table, LOG_COLUMNS)), tally
+
+
+def _lag_key(lag: float) -> str:
+    """A lag (seconds) as a key of the `lags` column: whole milliseconds, as JSON text."""
+    return str(round(lag * 1000))
 
 
 def _json(value: Any) -> str:
