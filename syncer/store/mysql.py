@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.utils import timezone
 
 from syncer.models import KeyState
@@ -124,18 +124,24 @@ def _prep_save(field: models.Field, value: Any) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
-def _row_statements(mapping: Mapping, winners: list[Any]) -> list[str]:
-    """The winners' rows upserted and the removed keys' rows deleted."""
+def _row_statements(
+    mapping: Mapping, winners: list[Any], key_lits: dict[str, bytes] | None = None, db=None
+) -> list[str]:
+    """The winners' rows upserted and the removed keys' rows deleted (`key_lits`: the
+    keys' literals, when the caller has them)."""
     upserts = [w for w in winners if w.row is not None]
     removes = [w.key for w in winners if w.row is None]
     writes: list[str] = []
-    values = SqlValues()
+    values = SqlValues(db)
     if upserts:
         head, tail, preps = _upsert_parts(mapping)
         attrs = [fm.field for fm in mapping.fields]
         if not any(preps):  # text columns only: the values go as they are (hot path)
+            lit, add = values.lit, values.add_literals
+            if key_lits is None:
+                key_lits = {w.key: values.string(w.key) for w in upserts}
             for w in upserts:
-                values.add((w.key, *map(w.row.get, attrs)))
+                add(b"(" + b",".join((key_lits[w.key], *map(lit, map(w.row.get, attrs)))) + b")")
         else:
             for w in upserts:
                 row = w.row
@@ -221,18 +227,19 @@ def _sequence_write(mapping: Mapping, changes: Sequence[KeyChange], now: datetim
     2. the winners' rows upserted, the removed ones deleted, and `log`'s statements.
     Outside any transaction (the worker), START TRANSACTION and COMMIT ride along with
     them; inside one (a caller's atomic block, tests) a savepoint takes their place."""
-    sync_writes_mark()  # the capture triggers skip the sync's own writes (no echo)
-    if connection.get_autocommit() and not connection.in_atomic_block:
-        with connection.cursor() as cur:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy looks it up
+    sync_writes_mark(conn=db)  # the capture triggers skip the sync's own writes (no echo)
+    if db.get_autocommit() and not db.in_atomic_block:
+        with db.cursor() as cur:
             try:
                 return _sequence_statements(
-                    cur, mapping, changes, now, log, begin=["START TRANSACTION"], end=["COMMIT"]
+                    cur, db, mapping, changes, now, log, begin=["START TRANSACTION"], end=["COMMIT"]
                 )
             except BaseException:
                 _rollback_quietly(cur)
                 raise
-    with transaction.atomic(), connection.cursor() as cur:
-        return _sequence_statements(cur, mapping, changes, now, log, begin=[], end=[])
+    with transaction.atomic(), db.cursor() as cur:
+        return _sequence_statements(cur, db, mapping, changes, now, log, begin=[], end=[])
 
 
 def _rollback_quietly(cur) -> None:
@@ -244,7 +251,7 @@ def _rollback_quietly(cur) -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-def _sequence_statements(cur, mapping, changes, now, log, *, begin: list[str], end: list[str]):
+def _sequence_statements(cur, db, mapping, changes, now, log, *, begin: list[str], end: list[str]):
     # The newest change per key within the batch; the others are stale by construction.
     newest: dict[str, Any] = {}
     for change in changes:
@@ -254,25 +261,47 @@ def _sequence_statements(cur, mapping, changes, now, log, *, begin: list[str], e
     keys = sorted(newest)
 
     name = mapping.name
-    values = SqlValues()
-    lead = values.lead(name, db_time(now))
+    values = SqlValues(db)
+    string = values.string
+    # Each key's literal serves three statements (state, read-back, row); source times
+    # repeat within a batch. The state row is formatted whole: the same literals as add()
+    # gives (int as %d, None as NULL, a bool as 0/1), at a fraction of the cost per change.
+    key_lits = {k: string(k) for k in keys}
+    time_lits: dict[str | None, bytes] = {None: b"NULL"}
+    lead = values.lead(name, db_time(now)).replace(b"%", b"%%")  # a template below
+    row = b"(" + lead + b"%s,%d,NULL,%s,%s,%s)"
+    add = values.add_literals
     for k in keys:
         w = newest[k]
-        values.add((k, w.seq, None, w.row is None, w.version, w.db_source_time), lead)
+        t = w.db_source_time
+        t_lit = time_lits.get(t)
+        if t_lit is None:
+            t_lit = time_lits[t] = string(t)
+        version = w.version
+        add(
+            row
+            % (
+                key_lits[k],
+                w.seq,
+                b"1" if w.row is None else b"0",
+                b"NULL" if version is None else b"%d" % version,
+                t_lit,
+            )
+        )
     upsert = values.sql(insert_head(KeyState._meta.db_table, STATE_COLUMNS), _guard_tail())
     read = (
-        f"{_guard_read_head()}{values.text([name])} AND {_q('key')} IN ({values.text(keys)})"
-        " FOR UPDATE"
+        f"{_guard_read_head()}{values.text([name])} AND {_q('key')} IN ("
+        f"{b','.join(key_lits.values()).decode(values.encoding)}) FOR UPDATE"
     )
-    found = dict(round_trip(cur, [*begin, upsert, read]))
+    found = dict(round_trip(cur, [*begin, upsert, read], db))
     if len(found) != len(keys):
         raise DatabaseError(f"key state read returned {len(found)} of {len(keys)} keys")
     winners = [newest[k] for k in keys if found[k] is None or newest[k].seq > int(found[k])]
-    writes = _row_statements(mapping, winners)
+    writes = _row_statements(mapping, winners, key_lits, db)
     if log is not None:
         writes += log(winners)
     if writes or end:
-        round_trip(cur, [*writes, *end])
+        round_trip(cur, [*writes, *end], db)
     return winners
 
 

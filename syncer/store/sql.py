@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection
+from MySQLdb.cursors import BaseCursor
 
 
 @functools.cache
@@ -32,12 +33,15 @@ class SqlValues:
     (mysql_real_escape_string, charset-aware), ints and booleans as numbers, None as NULL;
     any other type falls back to `literal` itself."""
 
-    def __init__(self) -> None:
-        connection.ensure_connection()
-        raw = connection.connection
+    def __init__(self, db=None) -> None:
+        # `db`: the connection wrapper, when the caller has it (each use of the
+        # `connection` proxy looks up the thread's connection).
+        db = db or connection
+        db.ensure_connection()
+        raw = db.connection
         self._literal = raw.literal
         self._string_literal = raw.string_literal
-        self._encoding = raw.encoding
+        self._encoding = self.encoding = raw.encoding
         self.rows: list[bytes] = []
         self.size = 0  # bytes of the VALUES list so far
 
@@ -53,6 +57,10 @@ class SqlValues:
             return b"1" if value else b"0"
         return self._literal(value)
 
+    def string(self, value: str) -> bytes:
+        """A str's literal (the hot paths' most common value)."""
+        return self._string_literal(value.encode(self._encoding))
+
     def text(self, values: Iterable[Any]) -> str:
         """Literals joined by commas, as text (an IN list, a single value)."""
         return b",".join(map(self.lit, values)).decode(self._encoding)
@@ -66,6 +74,11 @@ class SqlValues:
         self.rows.append(row)
         self.size += len(row) + 1
 
+    def add_literals(self, row: bytes) -> None:
+        """A row already made of this object's literals, with its parentheses."""
+        self.rows.append(row)
+        self.size += len(row) + 1
+
     def sql(self, head: str, tail: str = "") -> str:
         # No parameters are passed with it, so neither Django nor MySQLdb %-formats it.
         enc = self._encoding
@@ -75,15 +88,25 @@ class SqlValues:
         self.rows, self.size = [], 0
 
 
-def round_trip(cur, statements: list[str]) -> list[tuple]:
+def round_trip(cur, statements: list[str], db=None) -> list[tuple]:
     """Send statements in one round trip (the driver's multi-statement protocol, which both
     engines speak); return the rows of the result set that has rows. An error in any
-    statement is raised here, as Django's DatabaseError, and the rest is not run."""
-    cur.execute(";\n".join(statements))
+    statement is raised here, as Django's DatabaseError, and the rest is not run.
+    `db`: the connection wrapper, when the caller has it."""
+    cur.execute(";\n".join(statements))  # through Django: its execute wrappers see it
+    results = _driver_cursor(cur)
     rows: list[tuple] = []
-    with connection.wrap_database_errors:
+    with (db or connection).wrap_database_errors:  # as Django's wrapper would translate
         while True:
-            if cur.description is not None:
-                rows = list(cur.fetchall())
-            if not cur.nextset():
+            if results.description is not None:
+                rows = list(results.fetchall())
+            if not results.nextset():
                 return rows
+
+
+def _driver_cursor(cur):
+    # MySQLdb's own cursor under Django's wrappers (the generic one, then the backend's),
+    # whose __getattr__ wraps every attribute read anew.
+    while not isinstance(cur, BaseCursor) and hasattr(cur, "cursor"):
+        cur = cur.cursor
+    return cur
