@@ -238,6 +238,43 @@ def test_text_values_are_escaped_not_interpreted(gadget_mapping):
     assert [rows()[f"k{i}"][0] for i in range(len(nasty))] == nasty
 
 
+NASTY_KEYS = ["it's", 'a"b', "back\\slash", "100%s%d%%", "é#ü", "'); DROP TABLE x; --"]
+
+
+def test_keys_are_escaped_not_interpreted(gadget_mapping):
+    # A key's literal is built once and serves the state upsert, its read-back and the row
+    # (typed columns: the gadget mapping); a removal's key goes into the DELETE.
+    changes_apply(changes=[gadget_change(k, "INSERT", i + 1) for i, k in enumerate(NASTY_KEYS)])
+    assert not FailedChange.objects.exists()
+    assert sorted(rows()) == sorted(NASTY_KEYS)
+    changes_apply(changes=[gadget_change(k, "REMOVE", 100) for k in NASTY_KEYS[:3]])
+    assert sorted(rows()) == sorted(NASTY_KEYS[3:])
+    states = {s.key: (s.sequence, s.deleted) for s in KeyState.objects.all()}
+    assert states == {k: (100 if i < 3 else i + 1, i < 3) for i, k in enumerate(NASTY_KEYS)}
+
+
+def test_keys_are_escaped_on_the_text_only_path():
+    # The chef mapping's columns are all text: its rows are formatted on the fast path.
+    from chefs.models import Chef
+
+    def change(key, seq):
+        image = {"ChefId": {"S": key}, "firstName": {"S": key}, "lastName": {"S": "%s"}}
+        return {
+            "id": f"nasty-{seq}",
+            "table": "chef",
+            "event": "INSERT",
+            "seq": str(seq),
+            "keys": {"ChefId": {"S": key}},
+            "image": image,
+            "ts": 1_700_000_000.0,
+        }
+
+    changes_apply(changes=[change(k, i + 1) for i, k in enumerate(NASTY_KEYS)])
+    assert not FailedChange.objects.exists()
+    got = {c.chef_id: (c.first_name, c.last_name) for c in Chef.objects.all()}
+    assert got == {k: (k, "%s") for k in NASTY_KEYS}
+
+
 # --- property: any delivery order with duplicates converges -------------------------------
 
 KEYS = ["a", "b", "c"]
