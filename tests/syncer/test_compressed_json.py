@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core import serializers
 from django.db import connection
 from django.utils import timezone
 
@@ -86,3 +87,16 @@ def test_a_default_batch_holds_no_entries():
     batch = AppliedBatch.objects.create(mapping="m", applied_at=timezone.now(), applied=0, stale=0)
     batch.refresh_from_db()
     assert batch.entries == [] and batch.entry_dicts() == []
+
+
+def test_the_field_serializes_as_json_text():
+    entries = VALUES[3]
+    batch = AppliedBatch.objects.create(
+        mapping="m", applied_at=timezone.now(), applied=0, stale=1, entries=entries
+    )
+    data = serializers.serialize("json", AppliedBatch.objects.all())
+    assert json.loads(data)[0]["fields"]["entries"] == json.dumps(entries, separators=(",", ":"))
+    AppliedBatch.objects.all().delete()
+    for obj in serializers.deserialize("json", data):
+        obj.save()
+    assert AppliedBatch.objects.get(pk=batch.pk).entries == entries
