@@ -94,7 +94,7 @@ def logged(prefix: str) -> list[tuple[str, float | None, object]]:
     from syncer.models import AppliedBatch
 
     out = []
-    batches = AppliedBatch.objects.filter(entries__icontains=f"{prefix}#")
+    batches = AppliedBatch.objects.filter(entries__text__icontains=f"{prefix}#")
     for batch in batches.order_by("applied_at", "id"):
         for entry in batch.entry_dicts():
             if entry["key"].startswith(f"{prefix}#") and entry["lag"] is not None:

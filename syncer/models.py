@@ -1,8 +1,14 @@
 """The sync's own bookkeeping. The mirrored tables themselves are never given extra columns
 beyond their key; everything the sync needs to know lives here."""
 
+import json
+import struct
+import zlib
+from typing import Any
+
 from django.conf import settings
 from django.db import models
+from django.db.models import lookups
 from django.utils import timezone
 
 KEY_COLLATION = "utf8mb4_bin"  # DynamoDB keys compare byte for byte
@@ -13,6 +19,84 @@ SEQUENCE_DIGITS = 40
 
 def SequenceField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a field class
     return models.DecimalField(max_digits=SEQUENCE_DIGITS, decimal_places=0, **kwargs)
+
+
+def compress_json(value: Any) -> bytes:
+    """`value` as compact JSON text (ASCII, as json.dumps writes it) in MySQL's COMPRESS()
+    format: the text's length (4 bytes, little-endian), then a zlib stream (level 1)."""
+    text = json.dumps(value, separators=(",", ":")).encode()
+    return struct.pack("<I", len(text)) + zlib.compress(text, 1)
+
+
+def uncompress_json(data: bytes | memoryview) -> Any:
+    """The value of JSON text in MySQL's COMPRESS() format (as UNCOMPRESS() reads it)."""
+    data = bytes(data)
+    if not data:  # COMPRESS('') is ''
+        raise ValueError("no JSON text: empty COMPRESS() value")
+    # A decompressor object ignores what follows the stream: MySQL's COMPRESS() appends a
+    # '.' when the stream ends with a space.
+    text = zlib.decompressobj().decompress(data[4:])
+    if len(text) != struct.unpack("<I", data[:4])[0]:
+        raise ValueError("COMPRESS() value's length does not match its text")
+    return json.loads(text)
+
+
+class CompressedJSONField(models.BinaryField):
+    """A JSON value stored as a blob in MySQL's COMPRESS() format (`compress_json`), so SQL
+    still reads it with UNCOMPRESS() on MariaDB and MySQL 8. The client compresses: the
+    server does no work, and no JSON check or off-page text for a large value.
+
+    `<field>__text` is its JSON text in SQL (binary collation, as a JSON column's), and
+    `<field>__text__icontains` ignores case as a JSON column's icontains does."""
+
+    description = "JSON (compressed)"
+
+    def get_default(self) -> Any:
+        # BinaryField's would give b"", which is no JSON.
+        if not self.has_default():
+            return None
+        return self.default() if callable(self.default) else self.default
+
+    def get_prep_value(self, value: Any) -> bytes | None:
+        return None if value is None else compress_json(value)
+
+    def get_db_prep_value(self, value: Any, connection, prepared: bool = False) -> Any:
+        if not prepared:
+            value = self.get_prep_value(value)
+        return None if value is None else connection.Database.Binary(value)
+
+    def from_db_value(self, value: bytes | memoryview | None, expression, connection) -> Any:
+        return None if value is None else uncompress_json(value)
+
+    def to_python(self, value: Any) -> Any:
+        # Serialized (value_to_string) as JSON text, not as BinaryField's base64.
+        return json.loads(value) if isinstance(value, str) else value
+
+    def value_to_string(self, obj: models.Model) -> str:
+        return json.dumps(self.value_from_object(obj), separators=(",", ":"))
+
+
+@CompressedJSONField.register_lookup
+class UncompressedText(models.Transform):
+    """A CompressedJSONField's JSON text (utf8mb4, binary collation) in SQL."""
+
+    lookup_name = "text"
+    output_field = models.TextField()
+    template = "CONVERT(UNCOMPRESS(%(expressions)s) USING utf8mb4) COLLATE utf8mb4_bin"
+
+
+@UncompressedText.register_lookup
+class UncompressedTextIContains(lookups.IContains):
+    """icontains on the JSON text: its collation is binary, so both sides go through
+    LOWER() (as Django does for a JSON column on MySQL)."""
+
+    def process_lhs(self, compiler, connection, lhs=None):
+        sql, params = super().process_lhs(compiler, connection, lhs)
+        return f"LOWER({sql})", params
+
+    def process_rhs(self, compiler, connection):
+        sql, params = super().process_rhs(compiler, connection)
+        return f"LOWER({sql})", params
 
 
 class KeyState(models.Model):
@@ -77,8 +161,9 @@ class AppliedBatch(models.Model):
     # {"<lag in ms>": count} of the applied changes with a source time: the dashboard's and
     # CloudWatch's percentiles merge these without reading `entries`.
     lags = models.JSONField(default=dict, blank=True)
-    # One list per change: [event_id, key, sequence (text), event, outcome, lag (s) or null].
-    entries = models.JSONField(default=list, blank=True)
+    # One list per change: [event_id, key, sequence (text), event, outcome, lag (s) or null],
+    # compressed: ~100 changes of JSON a row were off-page text and a JSON check per batch.
+    entries = CompressedJSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = "applied batch"

@@ -2,7 +2,6 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -171,17 +170,13 @@ class AppliedBatchAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_search_results(self, request, queryset, search_term):
-        # `entries` is JSON text: a quote or a non-ASCII character of a key may be stored
-        # escaped (\" and \u00e9, as json.dumps writes them) or not (MySQL 8's JSON type
-        # prints them plain), so both spellings are looked for.
+        # `entries` is compressed JSON text as json.dumps writes it (ASCII: a quote or a
+        # non-ASCII character of a key is escaped, \" and \u00e9), read in SQL with
+        # UNCOMPRESS() (CompressedJSONField's `text`): the term is looked for so spelled.
         term = search_term.strip()
         if not term:
             return queryset, False
-        escaped = json.dumps(term)[1:-1]
-        query = Q(entries__icontains=term)
-        if escaped != term:
-            query |= Q(entries__icontains=escaped)
-        return queryset.filter(query), False
+        return queryset.filter(entries__text__icontains=json.dumps(term)[1:-1]), False
 
     @admin.display(description="changes")
     def changes_table(self, obj: AppliedBatch):

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from syncer.models import AppliedBatch
+from syncer.models import AppliedBatch, compress_json
 from syncer.store.sql import SqlValues, insert_head
 
 LOG_COLUMNS = ("mapping", "applied_at", "applied", "stale", "lag_max", "lags", "entries")
@@ -113,7 +113,7 @@ def changelog_insert(
             len(entries) - applied_n,
             max(lags) if lags else None,
             _json({_lag_key(lag): n for lag, n in lags.items()}),
-            _json(entries),
+            compress_json(entries),  # bytes: SqlValues writes them as a hex literal
         )
     )
     return values.sql(insert_head(AppliedBatch._meta.db_table, LOG_COLUMNS)), tally

@@ -31,7 +31,9 @@ class SqlValues:
     most of the reconcile spill's (executemany). The typed fast paths below produce the
     same literals: strings through the connection's `string_literal`
     (mysql_real_escape_string, charset-aware), ints and booleans as numbers, None as NULL;
-    any other type falls back to `literal` itself."""
+    bytes as a hex literal X'..' (`literal`'s escaped bytes need not be valid text in the
+    connection's encoding, and the statement is text); any other type falls back to
+    `literal` itself."""
 
     def __init__(self, db=None) -> None:
         # `db`: the connection wrapper, when the caller has it (each use of the
@@ -55,6 +57,8 @@ class SqlValues:
             return b"%d" % value
         if kind is bool:
             return b"1" if value else b"0"
+        if kind is bytes:
+            return b"X'%s'" % value.hex().encode()
         return self._literal(value)
 
     def string(self, value: str) -> bytes:

@@ -138,3 +138,14 @@ def test_search_finds_a_key_with_non_ascii_or_a_quote(admin_client, key):
     AppliedBatchFactory(seconds=[0.1])
     r = admin_client.get(CHANGELIST, {"q": key})
     assert listed(r) == {batch.pk}
+
+
+def test_search_finds_a_key_inside_a_large_compressed_batch_ignoring_case(admin_client):
+    entries = [[f"evt-{i}", f"Key-{i:03d}", str(i), "MODIFY", "applied", 0.1] for i in range(100)]
+    batch = AppliedBatchFactory(entries=entries)
+    AppliedBatchFactory(seconds=[0.1] * 100)
+    assert listed(admin_client.get(CHANGELIST, {"q": "key-057"})) == {batch.pk}
+    assert listed(admin_client.get(CHANGELIST, {"q": "EVT-99"})) == {batch.pk}
+    assert listed(admin_client.get(CHANGELIST, {"q": "key-100"})) == set()
+    r = admin_client.get(change_url(batch))
+    assert "<td>evt-57</td><td>Key-057</td>" in r.content.decode()

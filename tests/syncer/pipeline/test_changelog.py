@@ -1,13 +1,15 @@
 """The applied-change log: one row per batch the apply processed, holding each of its
 changes exactly as processed, kept for SYNC_CHANGELOG_RETENTION_HOURS, then pruned."""
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
-from syncer.models import AppliedBatch
+from syncer.models import AppliedBatch, uncompress_json
 from syncer.pipeline.apply import changes_apply
 from syncer.pipeline.changelog import changelog_fields, changelog_prune
 from syncer.pipeline.tasks import changelog_prune as prune_task
@@ -99,3 +101,26 @@ def test_fields_summarise_the_entries():
         "lags": {"250": 2, "1500": 1},
     }
     assert changelog_fields([]) == {"applied": 0, "stale": 0, "lag_max": None, "lags": {}}
+
+
+def test_a_batch_is_stored_compressed_and_reads_back_whole(gadget_mapping):
+    """The apply writes `entries` in MySQL's COMPRESS() format (a hex literal in its
+    hand-built INSERT): SQL's UNCOMPRESS() gives the JSON text, the model the entries."""
+    batch = [
+        gadget_change(f"k{i}-é'\"", "INSERT", 10**39 + i, event_id=f"ev-{i}") for i in range(100)
+    ]
+    changes_apply(changes=batch)
+    log = AppliedBatch.objects.get()
+    assert [e[:5] for e in log.entries] == [
+        [f"ev-{i}", f"k{i}-é'\"", str(10**39 + i), "INSERT", "applied"] for i in range(100)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT entries, CONVERT(UNCOMPRESS(entries) USING utf8mb4)"
+            " FROM syncer_appliedbatch WHERE id = %s",
+            [log.pk],
+        )
+        stored, text = cursor.fetchone()
+    assert json.loads(text) == log.entries
+    assert uncompress_json(stored) == log.entries
+    assert len(stored) < len(text) / 2
