@@ -29,15 +29,23 @@ def compress_json(value: Any) -> bytes:
 
 
 def uncompress_json(data: bytes | memoryview) -> Any:
-    """The value of JSON text in MySQL's COMPRESS() format (as UNCOMPRESS() reads it)."""
+    """The value of JSON text in MySQL's COMPRESS() format (as UNCOMPRESS() reads it), or
+    of plain JSON text: a worker still running the code before migration 0010 writes its
+    log row's entries uncompressed into the renamed column during a rolling deploy."""
     data = bytes(data)
     if not data:  # COMPRESS('') is ''
         raise ValueError("no JSON text: empty COMPRESS() value")
-    # A decompressor object ignores what follows the stream: MySQL's COMPRESS() appends a
-    # '.' when the stream ends with a space.
-    text = zlib.decompressobj().decompress(data[4:])
-    if len(text) != struct.unpack("<I", data[:4])[0]:
-        raise ValueError("COMPRESS() value's length does not match its text")
+    try:
+        # A decompressor object ignores what follows the stream: MySQL's COMPRESS()
+        # appends a '.' when the stream ends with a space.
+        text = zlib.decompressobj().decompress(data[4:])
+        if len(text) != struct.unpack("<I", data[:4])[0]:
+            raise ValueError("COMPRESS() value's length does not match its text")
+    except (zlib.error, struct.error, ValueError) as exc:
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ValueError(f"neither COMPRESS() nor JSON text: {exc}") from exc
     return json.loads(text)
 
 

@@ -58,6 +58,33 @@ def test_an_empty_compress_value_is_no_json():
         uncompress_json(b"")
 
 
+@pytest.mark.parametrize("value", VALUES)
+def test_plain_json_text_is_read_too(value):
+    # A worker on the code before migration 0010 writes plain JSON into the renamed column
+    # during a rolling deploy; its rows stay readable (an event id may start with "x").
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert uncompress_json(text.encode()) == value
+    assert uncompress_json(b'[["xyz",1]]') == [["xyz", 1]]
+
+
+def test_neither_format_is_an_error():
+    for data in (b"\x05\x00\x00\x00xjunk", b"[not json", b"\xff" * 9):
+        with pytest.raises(ValueError, match="neither COMPRESS"):
+            uncompress_json(data)
+
+
+def test_an_old_workers_plain_row_reads_back():
+    now = timezone.now()
+    entries = [["ev-old", "k", "1", "INSERT", "applied", 0.5]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO syncer_appliedbatch (mapping, applied_at, applied, stale, lags, entries)"
+            " VALUES ('chef', %s, 1, 0, '{}', %s)",
+            [now, json.dumps(entries)],
+        )
+    assert AppliedBatch.objects.get().entries == entries
+
+
 def test_bytes_that_are_not_utf8_reach_the_server_whole():
     raw = bytes(range(256)) + b"'\\\x00\x80\xff"
     with pytest.raises(UnicodeDecodeError):
