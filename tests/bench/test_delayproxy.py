@@ -4,6 +4,7 @@ cannot be built. Against the local MariaDB (127.0.0.1:3306, root, no password)."
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import MySQLdb
@@ -14,6 +15,9 @@ from bench.common import DEFAULT_DB_HOST, DEFAULT_DB_PORT, DelayProcess
 pytestmark = pytest.mark.bench_smoke
 
 SAMPLES = 50
+needs_compiler = pytest.mark.skipif(
+    shutil.which(DelayProcess.compiler) is None, reason=f"no {DelayProcess.compiler}"
+)
 
 
 def _connect(port: int):
@@ -54,6 +58,7 @@ def _direct_ms() -> float:
         conn.close()
 
 
+@needs_compiler
 def test_rtt_1ms_adds_one_millisecond_per_round_trip(proxy_factory):
     proxy = proxy_factory(1.0)
     assert proxy.kind == "c"
@@ -67,6 +72,7 @@ def test_rtt_1ms_adds_one_millisecond_per_round_trip(proxy_factory):
     assert 1.0 <= through < 3.0, through
 
 
+@needs_compiler
 def test_rtt_0_adds_nothing_measurable_and_passes_large_results_intact(proxy_factory):
     proxy = proxy_factory(0)
     assert proxy.kind == "c"
@@ -91,6 +97,7 @@ def test_rtt_0_adds_nothing_measurable_and_passes_large_results_intact(proxy_fac
     assert after < direct + 0.5, (after, direct)
 
 
+@needs_compiler
 def test_framing_stays_in_step_after_a_command_of_0xffffff_bytes(proxy_factory):
     """A command of 0xFFFFFF bytes or more goes as packets of 0xFFFFFF bytes continued by
     packets of sequence ids 1, 2, ... (here one empty one): only the first is a command.
@@ -111,6 +118,7 @@ def test_framing_stays_in_step_after_a_command_of_0xffffff_bytes(proxy_factory):
         conn.close()
 
 
+@needs_compiler
 def test_stop_ends_the_process(proxy_factory):
     proxy = proxy_factory(1.0)
     conn = _connect(proxy.port)  # an open connection does not keep it alive
