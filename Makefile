@@ -52,6 +52,6 @@ bench: setup
 	# On moto the worker polls short by default (SQS_WAIT_TIME_SECONDS=0): moto's FIFO long
 	# poll skips, for its whole wait, the groups that were in flight when it began.
 	$(PY) bench/end_to_end.py
-	$(PY) bench/scale_out.py
+	$(PY) bench/scale_out.py --repeat 2
 	$(PY) bench/reconcile_memory.py
 	$(PY) bench/reconcile_memory.py --rows 1000000 --synthetic
