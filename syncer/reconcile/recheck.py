@@ -18,6 +18,7 @@ from syncer.reconcile.report import Drift, MappingReport, ReconcileOptions
 from syncer.reconcile.scan import MYSQL_CHUNK, canonical_text, spill_row
 from syncer.registry import Mapping
 from syncer.store.dynamo import items_fetch
+from syncer.store.sql import consistent_reads
 
 # The settle time (seconds) when --settle is not given: SETTLE_FACTOR x the sync lag p99 of
 # the last hour, within [SETTLE_MIN, SETTLE_MAX]; SETTLE_UNMEASURED when nothing was applied
@@ -98,20 +99,24 @@ class Look:
 
 
 def keys_look(mapping: Mapping, keys: list[str]) -> dict[str, Look]:
-    """MySQL first, DynamoDB after: whatever MySQL holds then was already in DynamoDB."""
+    """MySQL first, DynamoDB after: whatever MySQL holds then was already in DynamoDB.
+    The rows and their key states are read in one snapshot: an apply committing between
+    the two reads would pair an old row with the new state's version (rule 3's "applied
+    this very version, MySQL differs anyway": false drift)."""
     model = mapping.get_model()
     fields = [fm.field for fm in mapping.fields]
     rows: dict[str, tuple[Any, str]] = {}
     states: dict[str, KeyState] = {}
-    for start in range(0, len(keys), MYSQL_CHUNK):
-        chunk = keys[start : start + MYSQL_CHUNK]
-        for pk, key, *values in model.objects.filter(
-            **{f"{mapping.key_field}__in": chunk}
-        ).values_list("pk", mapping.key_field, *fields):
-            rows[key] = (pk, canonical_text(dict(zip(fields, values, strict=True))))
-        states.update(
-            (s.key, s) for s in KeyState.objects.filter(mapping=mapping.name, key__in=chunk)
-        )
+    with consistent_reads():
+        for start in range(0, len(keys), MYSQL_CHUNK):
+            chunk = keys[start : start + MYSQL_CHUNK]
+            for pk, key, *values in model.objects.filter(
+                **{f"{mapping.key_field}__in": chunk}
+            ).values_list("pk", mapping.key_field, *fields):
+                rows[key] = (pk, canonical_text(dict(zip(fields, values, strict=True))))
+            states.update(
+                (s.key, s) for s in KeyState.objects.filter(mapping=mapping.name, key__in=chunk)
+            )
     items = items_fetch(mapping=mapping, keys=keys)
     at = time.time()
     looks = {}

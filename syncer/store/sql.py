@@ -6,11 +6,12 @@ parameter binding for each value was most of their Python time."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from MySQLdb.cursors import BaseCursor
 
 
@@ -114,3 +115,19 @@ def _driver_cursor(cur):
     while not isinstance(cur, BaseCursor) and hasattr(cur, "cursor"):
         cur = cur.cursor
     return cur
+
+
+@contextlib.contextmanager
+def consistent_reads() -> Iterator[None]:
+    """The reads inside see one snapshot of the database. The connection's level (READ
+    COMMITTED) gives each statement its own: a row read by one query and its key state by
+    the next could straddle an apply's commit. REPEATABLE READ for this one transaction
+    (SET TRANSACTION before its first statement, on MariaDB and MySQL 8 alike). Inside a
+    caller's transaction the reads get what that transaction gives."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield

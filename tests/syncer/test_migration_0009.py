@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from syncer.pipeline.changelog import changelog_fields
+from tests.migrating import migrate, state_apps
 
 BEFORE = [("syncer", "0008_appliedchange_drop_key_index"), ("chefs", "0005_capture_triggers")]
 
@@ -30,18 +31,6 @@ CHANGES = [
     ("gadget", T1, "k-f", "ev-f", "INSERT", "7", "applied", timedelta(milliseconds=2)),
     ("chef", T1, "k-g", "ev-g", "MODIFY", "104", "applied", timedelta(milliseconds=700)),
 ]
-
-
-def _migrate(executor: MigrationExecutor, targets) -> MigrationExecutor:
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    # A fresh executor: its loader sees what was just applied.
-    return MigrationExecutor(connection)
-
-
-def _apps(executor: MigrationExecutor, targets):
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
 
 
 def _operator_log_perms(apps) -> set[str]:
@@ -68,8 +57,8 @@ def test_0009_groups_changes_into_batches_and_back(chunk, monkeypatch):
     executor = MigrationExecutor(connection)
     latest = executor.loader.graph.leaf_nodes()
     try:
-        executor = _migrate(executor, BEFORE)
-        AppliedChange = _apps(executor, BEFORE).get_model("syncer", "AppliedChange")
+        executor = migrate(executor, BEFORE)
+        AppliedChange = state_apps(executor, BEFORE).get_model("syncer", "AppliedChange")
         for mapping, applied_at, key, event_id, event, seq, outcome, lag in CHANGES:
             AppliedChange.objects.create(
                 mapping=mapping,
@@ -87,8 +76,8 @@ def test_0009_groups_changes_into_batches_and_back(chunk, monkeypatch):
         }
         assert len(originals) == len(CHANGES)
 
-        executor = _migrate(executor, latest)
-        apps = _apps(executor, latest)
+        executor = migrate(executor, latest)
+        apps = state_apps(executor, latest)
         AppliedBatch = apps.get_model("syncer", "AppliedBatch")
         assert _operator_log_perms(apps) == {"view_appliedbatch"}
         batches = {(b.mapping, b.applied_at): b for b in AppliedBatch.objects.all()}
@@ -140,8 +129,8 @@ def test_0009_groups_changes_into_batches_and_back(chunk, monkeypatch):
             {"20": 1},
         )
 
-        executor = _migrate(executor, BEFORE)
-        apps = _apps(executor, BEFORE)
+        executor = migrate(executor, BEFORE)
+        apps = state_apps(executor, BEFORE)
         AppliedChange = apps.get_model("syncer", "AppliedChange")
         # chefs/0006 reversed: the operators read the per-change log again.
         assert _operator_log_perms(apps) == {"view_appliedchange"}
@@ -165,4 +154,4 @@ def test_0009_groups_changes_into_batches_and_back(chunk, monkeypatch):
         assert str(back["ev-b"].sequence) == SEQ40
         assert back["ev-b"].key == ODD_KEY
     finally:
-        _migrate(MigrationExecutor(connection), latest)
+        migrate(MigrationExecutor(connection), latest)

@@ -13,6 +13,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from syncer.models import uncompress_json
 from syncer.pipeline.changelog import changelog_fields
+from tests.migrating import migrate, state_apps
 
 BEFORE = [("syncer", "0009_appliedbatch")]
 T1 = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -30,18 +31,6 @@ BATCHES = [
 ]
 
 
-def _migrate(executor: MigrationExecutor, targets) -> MigrationExecutor:
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    # A fresh executor: its loader sees what was just applied.
-    return MigrationExecutor(connection)
-
-
-def _apps(executor: MigrationExecutor, targets):
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
-
-
 def _stored() -> dict[int, object]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT id, entries FROM syncer_appliedbatch")
@@ -57,8 +46,8 @@ def test_0010_compresses_the_entries_and_back(chunk, monkeypatch):
     executor = MigrationExecutor(connection)
     latest = executor.loader.graph.leaf_nodes()
     try:
-        executor = _migrate(executor, BEFORE)
-        AppliedBatch = _apps(executor, BEFORE).get_model("syncer", "AppliedBatch")
+        executor = migrate(executor, BEFORE)
+        AppliedBatch = state_apps(executor, BEFORE).get_model("syncer", "AppliedBatch")
         ids = [
             AppliedBatch.objects.create(
                 mapping="chef", applied_at=T1, entries=entries, **changelog_fields(entries)
@@ -66,8 +55,8 @@ def test_0010_compresses_the_entries_and_back(chunk, monkeypatch):
             for entries in BATCHES
         ]
 
-        executor = _migrate(executor, latest)
-        AppliedBatch = _apps(executor, latest).get_model("syncer", "AppliedBatch")
+        executor = migrate(executor, latest)
+        AppliedBatch = state_apps(executor, latest).get_model("syncer", "AppliedBatch")
         assert {b.pk: b.entries for b in AppliedBatch.objects.all()} == dict(
             zip(ids, BATCHES, strict=True)
         )
@@ -81,8 +70,8 @@ def test_0010_compresses_the_entries_and_back(chunk, monkeypatch):
             changelog_fields(entries)["lags"] for entries in BATCHES
         ]
 
-        executor = _migrate(executor, BEFORE)
-        AppliedBatch = _apps(executor, BEFORE).get_model("syncer", "AppliedBatch")
+        executor = migrate(executor, BEFORE)
+        AppliedBatch = state_apps(executor, BEFORE).get_model("syncer", "AppliedBatch")
         assert {b.pk: b.entries for b in AppliedBatch.objects.all()} == dict(
             zip(ids, BATCHES, strict=True)
         )
@@ -90,4 +79,4 @@ def test_0010_compresses_the_entries_and_back(chunk, monkeypatch):
             assert json.loads(text) == BATCHES[ids.index(pk)]  # JSON text again
         assert AppliedBatch.objects.filter(entries__icontains="k-149").get().pk == ids[2]
     finally:
-        _migrate(MigrationExecutor(connection), latest)
+        migrate(MigrationExecutor(connection), latest)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chefs.mapping import CHEF_MAPPING
@@ -299,3 +301,43 @@ def test_an_item_whose_key_is_refused_stays_drift(db, aws, waits):
     report, m = run()
     assert m.counts["missing_in_mysql"] == 1 and m.counts["settled"] == 0
     assert report.unrepaired == 1 and not waits.asked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_look_reads_a_row_and_its_key_state_in_one_snapshot(aws):
+    # The worker commits an apply (row and key state together) between the look's read of
+    # the row and its read of the key state. Read apart, the old row would pair with the new
+    # state's version: rule 3 ("applied this very version, MySQL differs") would call a
+    # change in flight drift.
+    row("Race#Key", "Old", "Race", version=1)
+    put_item("Race#Key", "New", "Race", version=2)
+
+    def apply_elsewhere() -> None:
+        def work() -> None:
+            try:
+                with transaction.atomic():
+                    applied("Race#Key", "New", 2)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+
+    row_reads: list[str] = []
+
+    def after_the_row_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "`cheftable`" in sql and not row_reads:
+            row_reads.append(sql)
+            apply_elsewhere()
+        return result
+
+    with connection.execute_wrapper(after_the_row_read):
+        look = recheck.keys_look(CHEF_MAPPING, ["Race#Key"])["Race#Key"]
+
+    assert row_reads, "the look read no row"
+    assert Chef.objects.get(chef_id="Race#Key").first_name == "New"  # the apply committed
+    assert KeyState.objects.get(key="Race#Key").item_version == 2
+    # The look saw the state before it, row and key state alike.
+    assert (look.mysql["first_name"], look.applied_version) == ("Old", 1)
