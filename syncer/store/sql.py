@@ -44,14 +44,14 @@ class SqlValues:
         raw = db.connection
         self._literal = raw.literal
         self._string_literal = raw.string_literal
-        self._encoding = self.encoding = raw.encoding
+        self.encoding = raw.encoding
         self.rows: list[bytes] = []
         self.size = 0  # bytes of the VALUES list so far
 
     def lit(self, value: Any) -> bytes:
         kind = type(value)
         if kind is str:
-            return self._string_literal(value.encode(self._encoding))
+            return self._string_literal(value.encode(self.encoding))
         if value is None:
             return b"NULL"
         if kind is int:
@@ -64,20 +64,18 @@ class SqlValues:
 
     def string(self, value: str) -> bytes:
         """A str's literal (the hot paths' most common value)."""
-        return self._string_literal(value.encode(self._encoding))
+        return self._string_literal(value.encode(self.encoding))
 
     def text(self, values: Iterable[Any]) -> str:
         """Literals joined by commas, as text (an IN list, a single value)."""
-        return b",".join(map(self.lit, values)).decode(self._encoding)
+        return b",".join(map(self.lit, values)).decode(self.encoding)
 
     def lead(self, *values: Any) -> bytes:
         """Literals of the leading values every row shares, to pass to add()."""
         return b"".join(self.lit(v) + b"," for v in values)
 
     def add(self, values: Iterable[Any], lead: bytes = b"") -> None:
-        row = b"(" + lead + b",".join(map(self.lit, values)) + b")"
-        self.rows.append(row)
-        self.size += len(row) + 1
+        self.add_literals(b"(" + lead + b",".join(map(self.lit, values)) + b")")
 
     def add_literals(self, row: bytes) -> None:
         """A row already made of this object's literals, with its parentheses."""
@@ -86,7 +84,7 @@ class SqlValues:
 
     def sql(self, head: str, tail: str = "") -> str:
         # No parameters are passed with it, so neither Django nor MySQLdb %-formats it.
-        enc = self._encoding
+        enc = self.encoding
         return (head.encode(enc) + b",".join(self.rows) + tail.encode(enc)).decode(enc)
 
     def clear(self) -> None:
